@@ -1,0 +1,33 @@
+"""Typed errors: every way `isolation` refuses to run is one of these."""
+
+from __future__ import annotations
+
+
+class IsolationError(Exception):
+    """Base class. The CLI maps every IsolationError to exit status 125."""
+
+
+class PolicyError(IsolationError):
+    """The policy (or its JSON, or a path in it) is invalid; nothing was run."""
+
+
+class IsolationUnavailable(IsolationError):
+    """The requested isolation cannot be enforced on this host; nothing was run."""
+
+
+class SandboxSetupError(IsolationError):
+    """A step of sandbox construction failed; the command was not executed.
+
+    `step` names the operation (for example ``mount`` or ``pivot_root``), `path`
+    the file it concerned (may be empty) and `errno` the kernel's error number.
+    """
+
+    def __init__(self, message: str, *, step: str = "", path: str = "", errno: int = 0) -> None:
+        super().__init__(message)
+        self.step = step
+        self.path = path
+        self.errno = errno
+
+
+class IsolationDisabledWarning(UserWarning):
+    """A command runs on the host without isolation and nobody opted out explicitly."""

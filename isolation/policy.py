@@ -1,0 +1,209 @@
+"""`IsolationPolicy`: what a sandbox may see and do, derived from effects or loaded from JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from isolation.effects import EffectSet, FsRead, FsWrite, Network
+from isolation.errors import PolicyError
+from isolation.paths import check_host_source, check_sandbox_target, is_within, normalize_path
+
+SCHEMA_VERSION = 1
+
+# Variables passed from the caller when set. Everything else is dropped:
+# the caller's environment is where secrets (tokens, keys) live.
+DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
+
+SECCOMP_CHOICES_BUILTIN: tuple[str, ...] = ("default", "none")
+
+
+@attrs.frozen
+class Bind:
+    """A host path made visible at `sandbox` inside the sandbox."""
+
+    host: str
+    sandbox: str
+
+    @classmethod
+    def same(cls, path: str) -> Bind:
+        return cls(path, path)
+
+
+def _env_name(name: object) -> str:
+    if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+        raise PolicyError(f"env_allowlist: invalid variable name {name!r}")
+    return name
+
+
+@attrs.frozen
+class IsolationPolicy:
+    """What the sandbox sees. Construct with `from_effects`, `from_json` or directly.
+
+    Every path is validated when the policy is built; whether host paths exist
+    is checked by `check_host_paths` just before a run (a policy may be written
+    on one machine and used on another).
+    """
+
+    ro_binds: tuple[Bind, ...] = attrs.field(default=(), converter=tuple)
+    rw_binds: tuple[Bind, ...] = attrs.field(default=(), converter=tuple)
+    work_host: str | None = None
+    network: bool = False
+    env_allowlist: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_ALLOWLIST, converter=tuple)
+    seccomp: str = "default"
+
+    def __attrs_post_init__(self) -> None:
+        for field_name in ("ro_binds", "rw_binds"):
+            binds = getattr(self, field_name)
+            clean = []
+            for b in binds:
+                if not isinstance(b, Bind):
+                    raise PolicyError(f"{field_name}: expected Bind, got {b!r}")
+                host = normalize_path(b.host, what=f"{field_name} host")
+                target = normalize_path(b.sandbox, what=f"{field_name} sandbox")
+                check_host_source(host, what=field_name)
+                check_sandbox_target(target, what=field_name)
+                clean.append(Bind(host, target))
+            object.__setattr__(self, field_name, tuple(dict.fromkeys(clean)))
+        if self.work_host is not None:
+            object.__setattr__(self, "work_host", normalize_path(self.work_host, what="work_host"))
+            check_host_source(self.work_host, what="work_host")
+        if not isinstance(self.network, bool):
+            raise PolicyError(f"network: expected true or false, got {self.network!r}")
+        object.__setattr__(self, "env_allowlist", tuple(dict.fromkeys(_env_name(n) for n in self.env_allowlist)))
+        if not isinstance(self.seccomp, str) or not self.seccomp:
+            raise PolicyError(f"seccomp: expected a profile name, got {self.seccomp!r}")
+        targets: dict[str, str] = {}
+        for b in (*self.rw_binds, *self.ro_binds):
+            if targets.get(b.sandbox, b.host) != b.host:
+                raise PolicyError(f"two different host paths are bound at {b.sandbox}")
+            targets[b.sandbox] = b.host
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def from_effects(
+        cls, effects: Iterable[object], *, env_allowlist: Iterable[str] | None = None, work_host: str | None = None
+    ) -> IsolationPolicy:
+        """Derive the sandbox from declared effects.
+
+        `Network` shares the host network; `FsRead(p)` binds `p` read-only and
+        `FsWrite(p)` read-write at the same path. Every other effect leaves the
+        strict baseline: no network, no host paths beyond the system view.
+        """
+        es = effects if isinstance(effects, EffectSet) else EffectSet.of(effects)
+        ro = [Bind.same(e.path) for e in es if isinstance(e, FsRead)]
+        rw = [Bind.same(e.path) for e in es if isinstance(e, FsWrite)]
+        allow = DEFAULT_ENV_ALLOWLIST if env_allowlist is None else (*DEFAULT_ENV_ALLOWLIST, *env_allowlist)
+        return cls(ro_binds=ro, rw_binds=rw, network=Network() in es.effects, env_allowlist=allow, work_host=work_host)
+
+    def evolve(self, **changes: Any) -> IsolationPolicy:
+        return attrs.evolve(self, **changes)
+
+    def with_read(self, *paths: str) -> IsolationPolicy:
+        return self.evolve(ro_binds=(*self.ro_binds, *(Bind.same(p) for p in paths)))
+
+    def with_write(self, *paths: str) -> IsolationPolicy:
+        return self.evolve(rw_binds=(*self.rw_binds, *(Bind.same(p) for p in paths)))
+
+    def with_python(self) -> IsolationPolicy:
+        """Expose the running Python (its prefixes) read-only, so `sys.executable` can run inside."""
+        return self.with_read(*python_paths())
+
+    # -- checks -----------------------------------------------------------
+
+    def check_host_paths(self) -> None:
+        """Raise PolicyError naming the first host path that does not exist."""
+        for b in self.ro_binds:
+            if not os.path.exists(b.host):
+                raise PolicyError(f"read-only bind source {b.host} does not exist")
+        for b in self.rw_binds:
+            if not os.path.exists(b.host):
+                raise PolicyError(f"writable bind source {b.host} does not exist (create it first)")
+        if self.work_host is not None and not os.path.isdir(self.work_host):
+            raise PolicyError(f"work directory {self.work_host} does not exist or is not a directory")
+
+    # -- JSON -------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "ro_binds": [{"host": b.host, "sandbox": b.sandbox} for b in self.ro_binds],
+            "rw_binds": [{"host": b.host, "sandbox": b.sandbox} for b in self.rw_binds],
+            "work_host": self.work_host,
+            "network": self.network,
+            "env_allowlist": list(self.env_allowlist),
+            "seccomp": self.seccomp,
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: object) -> IsolationPolicy:
+        if not isinstance(data, dict):
+            raise PolicyError(f"policy: expected a JSON object, got {type(data).__name__}")
+        known = {"schema", "ro_binds", "rw_binds", "work_host", "network", "env_allowlist", "seccomp"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PolicyError(f"policy: unknown field(s) {', '.join(unknown)}")
+        if data.get("schema") != SCHEMA_VERSION:
+            raise PolicyError(f"policy: unsupported schema {data.get('schema')!r}; this version reads {SCHEMA_VERSION}")
+        kwargs: dict[str, Any] = {}
+        for key in ("ro_binds", "rw_binds"):
+            raw = data.get(key, [])
+            if not isinstance(raw, list):
+                raise PolicyError(f"policy: {key} must be a list")
+            binds = []
+            for item in raw:
+                if not isinstance(item, dict) or set(item) != {"host", "sandbox"}:
+                    raise PolicyError(f"policy: each entry of {key} must be {{\"host\": ..., \"sandbox\": ...}}, got {item!r}")
+                binds.append(Bind(item["host"], item["sandbox"]))
+            kwargs[key] = binds
+        if "work_host" in data:
+            kwargs["work_host"] = data["work_host"]
+        if "network" in data:
+            kwargs["network"] = data["network"]
+        if "env_allowlist" in data:
+            if not isinstance(data["env_allowlist"], list):
+                raise PolicyError("policy: env_allowlist must be a list of names")
+            kwargs["env_allowlist"] = data["env_allowlist"]
+        if "seccomp" in data:
+            kwargs["seccomp"] = data["seccomp"]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> IsolationPolicy:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"policy: malformed JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str) -> IsolationPolicy:
+        try:
+            with open(path, "rb") as f:
+                return cls.from_json(f.read())
+        except OSError as exc:
+            raise PolicyError(f"policy file {path}: {exc.strerror}") from None
+
+
+def python_paths() -> tuple[str, ...]:
+    """Host directories that hold the running interpreter and its libraries."""
+    paths: list[str] = []
+    for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        p = os.path.realpath(p)
+        if any(is_within(p, sysdir) for sysdir in ("/usr",)):
+            continue
+        if p not in paths:
+            paths.append(p)
+    return tuple(paths)
+
+
+STRICT = IsolationPolicy()
