@@ -31,3 +31,15 @@ class SandboxSetupError(IsolationError):
 
 class IsolationDisabledWarning(UserWarning):
     """A command runs on the host without isolation and nobody opted out explicitly."""
+
+
+class CommandNotFound(PolicyError):
+    """The command does not exist inside the sandbox (CLI exit status 127)."""
+
+
+class CommandNotExecutable(PolicyError):
+    """The command exists inside the sandbox but cannot be executed (CLI exit status 126)."""
+
+
+class BwrapFromPathWarning(UserWarning):
+    """bubblewrap was found only through $PATH, not in a trusted system location."""

@@ -7,6 +7,7 @@ same environment, the same seccomp filter. `isolation plan` prints it.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -14,9 +15,9 @@ from typing import Literal
 import attrs
 
 from isolation import sysview
-from isolation.errors import PolicyError
+from isolation.errors import CommandNotExecutable, CommandNotFound, PolicyError
 from isolation.paths import is_within
-from isolation.policy import IsolationPolicy
+from isolation.policy import IsolationPolicy, python_paths
 from isolation.seccomp import SeccompFilter, compile_filter
 
 MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "dev", "symlink", "file"]
@@ -227,29 +228,29 @@ def build_plan(
         seccomp=compile_filter(policy),
         policy=policy,
     )
-    if check_executable and plan.find_executable(argv[0]) is None:
-        raise PolicyError(_not_visible_message(plan, argv[0]))
+    if check_executable:
+        check_command(plan)
     return plan
 
 
-def _not_visible_message(plan: SandboxPlan, name: str) -> str:
-    import shutil
-
+def check_command(plan: SandboxPlan) -> None:
+    """Refuse, before anything is spawned, a command the sandbox could not execute."""
+    name = plan.argv[0]
+    if plan.find_executable(name) is not None:
+        return
+    if "/" in name:
+        visible = plan.host_path(os.path.normpath(name if name.startswith("/") else os.path.join(plan.cwd, name)))
+        if visible is not None:
+            kind = "a directory" if os.path.isdir(visible) else "not executable"
+            raise CommandNotExecutable(f"command {name} is {kind} inside the sandbox")
     host = name if "/" in name else shutil.which(name)
-    if host is None:
-        return f"command {name!r} not found on the host nor inside the sandbox"
+    if host is None or not os.path.exists(host):
+        raise CommandNotFound(f"command {name!r} not found (neither inside the sandbox nor on the host)")
     host = os.path.abspath(host)
     real = os.path.realpath(host)
-    from isolation.policy import python_paths
-
     hint = f"FsRead({os.path.dirname(real)!r}) (CLI: --read {os.path.dirname(real)})"
-    for p in python_paths():
-        if is_within(real, p) or is_within(host, p):
-            hint = "policy.with_python() (or FsRead of " + ", ".join(python_paths()) + ")"
-    try:
-        mode = os.stat(real).st_mode
-        if not stat.S_ISREG(mode):
-            return f"command {host} is not a regular file"
-    except OSError:
-        pass
-    return f"executable {host} is not visible inside the sandbox; expose it with {hint}"
+    if any(is_within(real, p) or is_within(host, p) for p in python_paths()):
+        hint = "policy.with_python(), which adds FsRead of " + ", ".join(python_paths())
+    if not stat.S_ISREG(os.stat(real).st_mode) or not os.access(real, os.X_OK):
+        raise CommandNotExecutable(f"command {host} is not an executable file")
+    raise CommandNotFound(f"executable {host} is not visible inside the sandbox; expose it with {hint}")

@@ -1,0 +1,67 @@
+"""isolation: run untrusted commands from Python in a Linux sandbox that enforces what the policy says, or refuses."""
+
+from isolation.effects import (
+    Cost,
+    Effect,
+    EffectSet,
+    Fallible,
+    FsRead,
+    FsWrite,
+    Llm,
+    Network,
+    NonDeterministic,
+    Process,
+    Pure,
+    Unknown,
+)
+from isolation.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    IsolationDisabledWarning,
+    IsolationError,
+    IsolationUnavailable,
+    PolicyError,
+    SandboxSetupError,
+)
+from isolation.plan import SandboxPlan, build_plan
+from isolation.policy import Bind, IsolationPolicy
+from isolation.result import RunResult
+from isolation.runner import DEVNULL, PIPE, Sandbox, run, run_async, spawn
+from isolation.backends.bwrap import build_bwrap_command, find_bwrap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bind",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "Cost",
+    "DEVNULL",
+    "Effect",
+    "EffectSet",
+    "Fallible",
+    "FsRead",
+    "FsWrite",
+    "IsolationDisabledWarning",
+    "IsolationError",
+    "IsolationPolicy",
+    "IsolationUnavailable",
+    "Llm",
+    "Network",
+    "NonDeterministic",
+    "PIPE",
+    "PolicyError",
+    "Process",
+    "Pure",
+    "RunResult",
+    "Sandbox",
+    "SandboxPlan",
+    "SandboxSetupError",
+    "Unknown",
+    "build_bwrap_command",
+    "build_plan",
+    "find_bwrap",
+    "run",
+    "run_async",
+    "spawn",
+]

@@ -1,0 +1,357 @@
+"""Running a command in a sandbox: `run`, `spawn` (a Popen-like handle) and `run_async`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+import attrs
+
+from isolation.backends import Enforcement, Launched, Stdio, resolve_backend, warn_unisolated
+from isolation.backends.none import NoneBackend
+from isolation.errors import PolicyError
+from isolation.paths import normalize_path
+from isolation.plan import build_plan
+from isolation.policy import IsolationPolicy
+from isolation.result import Outcome, RunResult
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+# After the command has exited, how long to keep reading output that a
+# straggler (only possible without a pid namespace) still holds open.
+_DRAIN_GRACE = 1.0
+
+StdinArg = None | int | IO[Any]
+OutArg = None | int | IO[Any]
+
+
+def _fd_of(spec: int | IO[Any]) -> int:
+    return spec if isinstance(spec, int) else spec.fileno()
+
+
+class Sandbox:
+    """A running sandbox, shaped like subprocess.Popen.
+
+    `stdin`/`stdout`/`stderr` are binary file objects when PIPE was requested.
+    Use it as a context manager: leaving the block kills whatever is still
+    running and reaps it, so no process or descriptor outlives the handle.
+    """
+
+    def __init__(self, argv: tuple[str, ...], backend: str, launched: Launched, pipes: dict[str, IO[bytes]]) -> None:
+        self.argv = argv
+        self.backend = backend
+        self.enforced = launched.enforced
+        self.missing = launched.missing
+        self._child = launched.child
+        self.stdin: IO[bytes] | None = pipes.get("stdin")
+        self.stdout: IO[bytes] | None = pipes.get("stdout")
+        self.stderr: IO[bytes] | None = pipes.get("stderr")
+        self.returncode: int | None = None
+        self.started = time.monotonic()
+        self._pidfd = os.pidfd_open(self._child.pid)
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._child.poll()
+            if self.returncode is not None:
+                self._close_pidfd()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self._child.wait(timeout)
+            self._close_pidfd()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            self._child.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.send_signal(15)
+
+    def kill(self) -> None:
+        """Kill the whole sandbox tree (not only the direct child)."""
+        if self.returncode is None:
+            self._child.kill()
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """Send `input`, read all output, wait. On timeout the sandbox is killed and
+        subprocess.TimeoutExpired raised with the output collected so far."""
+        out, err, timed_out = self._collect(input, None if timeout is None else time.monotonic() + timeout)
+        if timed_out:
+            raise subprocess.TimeoutExpired(list(self.argv), timeout or 0.0, out, err)
+        return out, err
+
+    def _collect(self, input: bytes | None, deadline: float | None) -> tuple[bytes, bytes, bool]:
+        chunks: dict[int, list[bytes]] = {}
+        sel = selectors.DefaultSelector()
+        timed_out = False
+        try:
+            for f in (self.stdout, self.stderr):
+                if f is not None:
+                    os.set_blocking(f.fileno(), False)
+                    sel.register(f.fileno(), selectors.EVENT_READ)
+                    chunks[f.fileno()] = []
+            pending = memoryview(input or b"")
+            if self.stdin is not None:
+                if pending:
+                    os.set_blocking(self.stdin.fileno(), False)
+                    sel.register(self.stdin.fileno(), selectors.EVENT_WRITE)
+                else:
+                    self._close_stdin()
+            if self._pidfd >= 0:
+                sel.register(self._pidfd, selectors.EVENT_READ)
+            exited_at: float | None = None
+            while len(sel.get_map()) > (1 if self._pidfd >= 0 and exited_at is None else 0):
+                now = time.monotonic()
+                limit = deadline
+                if exited_at is not None:
+                    limit = min(limit or exited_at + _DRAIN_GRACE, exited_at + _DRAIN_GRACE)
+                if limit is not None and now >= limit:
+                    if exited_at is None:
+                        timed_out = True
+                    break
+                for key, _ in sel.select(None if limit is None else limit - now):
+                    fd = int(key.fd)
+                    if fd == self._pidfd:
+                        sel.unregister(fd)
+                        self.poll()
+                        exited_at = time.monotonic()
+                    elif self.stdin is not None and fd == self.stdin.fileno():
+                        try:
+                            n = os.write(fd, pending[:65536])
+                        except BrokenPipeError:
+                            n = len(pending)
+                        pending = pending[n:]
+                        if not pending:
+                            sel.unregister(fd)
+                            self._close_stdin()
+                    else:
+                        data = os.read(fd, 65536)
+                        if data:
+                            chunks[fd].append(data)
+                        else:
+                            sel.unregister(fd)
+        finally:
+            sel.close()
+        if timed_out:
+            self.kill()
+        if not timed_out or self.returncode is None:
+            self.wait()
+        self._close_stdin()
+        out = b"".join(chunks.get(self.stdout.fileno(), [])) if self.stdout is not None else b""
+        err = b"".join(chunks.get(self.stderr.fileno(), [])) if self.stderr is not None else b""
+        return out, err, timed_out
+
+    def _close_stdin(self) -> None:
+        if self.stdin is not None and not self.stdin.closed:
+            try:
+                self.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def close(self) -> None:
+        """Kill anything still running, reap it, and release every descriptor."""
+        if self.poll() is None:
+            self.kill()
+            self.wait()
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._close_pidfd()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", -1) >= 0:
+            self.close()
+
+
+@attrs.frozen
+class _Options:
+    backend: str | None = "auto"
+    cwd: str | None = None
+    enforcement: Enforcement = "strict"
+    unsafe_no_isolation: bool = False
+    require_isolation: bool | None = None
+
+
+def spawn(
+    cmd: Sequence[str],
+    policy: IsolationPolicy | None = None,
+    *,
+    backend: str | None = "auto",
+    stdin: StdinArg = None,
+    stdout: OutArg = PIPE,
+    stderr: OutArg = PIPE,
+    cwd: str | None = None,
+    enforcement: Enforcement = "strict",
+    unsafe_no_isolation: bool = False,
+    require_isolation: bool | None = None,
+) -> Sandbox:
+    """Start `cmd` under `policy` (default: the strict baseline) and return a handle.
+
+    stdin: None (empty, /dev/null), PIPE, a descriptor or a file. stdout/stderr:
+    PIPE (default), DEVNULL, None (inherit the caller's), a descriptor or a file.
+    `cwd` is a path inside the sandbox (default /work); for backend none, a host path.
+    """
+    opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
+    return _spawn(tuple(cmd), policy or IsolationPolicy(), opts, stdin, stdout, stderr)
+
+
+def _spawn(
+    argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options, stdin: StdinArg, stdout: OutArg, stderr: OutArg
+) -> Sandbox:
+    if isinstance(argv, str | bytes) or not argv:
+        raise PolicyError("cmd must be a non-empty sequence of arguments, e.g. ['sh', '-c', 'echo hi']")
+    if opts.enforcement not in ("strict", "best_effort"):
+        raise PolicyError(f"enforcement must be 'strict' or 'best_effort', not {opts.enforcement!r}")
+    resolution = resolve_backend(
+        opts.backend, unsafe_no_isolation=opts.unsafe_no_isolation, require_isolation=opts.require_isolation
+    )
+    backend = resolution.backend
+    is_none = isinstance(backend, NoneBackend)
+    plan = build_plan(policy, argv, check_executable=not is_none)
+    if opts.cwd is not None:
+        if is_none:
+            backend = NoneBackend(host_cwd=opts.cwd)
+        else:
+            cwd = normalize_path(opts.cwd, what="cwd")
+            if plan.host_path(cwd) is None and cwd != plan.cwd:
+                raise PolicyError(f"cwd {cwd} is not visible inside the sandbox")
+            plan = attrs.evolve(plan, cwd=cwd)
+    if resolution.warn_unisolated:
+        warn_unisolated(argv[0])
+
+    parent_ends: dict[str, IO[bytes]] = {}
+    child_fds: list[int] = []
+    to_close: list[int] = []
+    try:
+        def child_end(name: str, spec: StdinArg, inherit: int) -> int:
+            if spec == PIPE:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                mine, theirs = (w, r) if name == "stdin" else (r, w)
+                parent_ends[name] = os.fdopen(mine, "wb" if name == "stdin" else "rb", buffering=0)
+                to_close.append(theirs)
+                return theirs
+            if spec == DEVNULL or (spec is None and name == "stdin"):
+                fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                to_close.append(fd)
+                return fd
+            if spec is None:
+                return inherit
+            return _fd_of(spec)
+
+        child_fds = [child_end("stdin", stdin, 0), child_end("stdout", stdout, 1), child_end("stderr", stderr, 2)]
+        launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
+    except BaseException:
+        for f in parent_ends.values():
+            f.close()
+        raise
+    finally:
+        for fd in to_close:
+            os.close(fd)
+    return Sandbox(argv, backend.name, launched, parent_ends)
+
+
+def _stdin_for_run(stdin: bytes | str | StdinArg) -> tuple[StdinArg, bytes | None]:
+    if isinstance(stdin, str):
+        return PIPE, stdin.encode()
+    if isinstance(stdin, bytes | bytearray | memoryview):
+        return PIPE, bytes(stdin)
+    return stdin, None
+
+
+def run(
+    cmd: Sequence[str],
+    policy: IsolationPolicy | None = None,
+    *,
+    backend: str | None = "auto",
+    stdin: bytes | str | StdinArg = None,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    enforcement: Enforcement = "strict",
+    unsafe_no_isolation: bool = False,
+    require_isolation: bool | None = None,
+    stdout: OutArg = PIPE,
+    stderr: OutArg = PIPE,
+) -> RunResult:
+    """Run `cmd` under `policy` and wait for it; output is captured unless redirected.
+
+    Raises IsolationError (nothing ran) when the policy is invalid or cannot be
+    enforced. A timeout kills the whole sandbox; the result's outcome is then
+    ``timeout``.
+    """
+    spec, data = _stdin_for_run(stdin)
+    opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
+    start = time.monotonic()
+    with _spawn(tuple(cmd), policy or IsolationPolicy(), opts, spec, stdout, stderr) as sb:
+        out, err, timed_out = sb._collect(data, None if timeout is None else start + timeout)
+        rc = sb.wait()
+    outcome: Outcome = "timeout" if timed_out else ("signaled" if rc < 0 else "exited")
+    return RunResult(
+        argv=sb.argv,
+        returncode=rc,
+        stdout=out,
+        stderr=err,
+        backend=sb.backend,
+        duration=time.monotonic() - start,
+        enforced=sb.enforced,
+        outcome=outcome,
+        missing=sb.missing,
+    )
+
+
+async def run_async(
+    cmd: Sequence[str],
+    policy: IsolationPolicy | None = None,
+    *,
+    backend: str | None = "auto",
+    stdin: bytes | str | StdinArg = None,
+    timeout: float | None = None,
+    cwd: str | None = None,
+    enforcement: Enforcement = "strict",
+    unsafe_no_isolation: bool = False,
+    require_isolation: bool | None = None,
+) -> RunResult:
+    """`run` for asyncio. Cancelling the task kills the sandbox and reaps it."""
+    spec, data = _stdin_for_run(stdin)
+    opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
+    start = time.monotonic()
+    sb = _spawn(tuple(cmd), policy or IsolationPolicy(), opts, spec, PIPE, PIPE)
+    try:
+        deadline = None if timeout is None else start + timeout
+        out, err, timed_out = await asyncio.to_thread(sb._collect, data, deadline)
+    except asyncio.CancelledError:
+        sb.kill()
+        await asyncio.to_thread(sb.close)
+        raise
+    finally:
+        if sb.returncode is not None:
+            sb.close()
+    rc = sb.wait()
+    sb.close()
+    outcome: Outcome = "timeout" if timed_out else ("signaled" if rc < 0 else "exited")
+    return RunResult(sb.argv, rc, out, err, sb.backend, time.monotonic() - start, sb.enforced, outcome, sb.missing)
