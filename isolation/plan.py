@@ -48,7 +48,7 @@ class Mount:
 
     @property
     def writable(self) -> bool:
-        return self.kind in ("rw-bind", "tmpfs")
+        return self.kind in ("rw-bind", "tmpfs", "proc", "dev")
 
 
 @attrs.frozen

@@ -199,10 +199,9 @@ def python_paths() -> tuple[str, ...]:
     paths: list[str] = []
     for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
         p = os.path.realpath(p)
-        if any(is_within(p, sysdir) for sysdir in ("/usr",)):
+        if is_within(p, "/usr") or any(is_within(p, q) for q in paths):
             continue
-        if p not in paths:
-            paths.append(p)
+        paths = [q for q in paths if not is_within(q, p)] + [p]
     return tuple(paths)
 
 

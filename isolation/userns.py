@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+
+_CLONE_NEWUSER = 0x10000000
 
 
 @functools.cache
@@ -20,12 +23,13 @@ def userns_status() -> tuple[bool, str]:
         pid = os.fork()
     except OSError as exc:
         return False, f"fork failed: {exc.strerror}"
-    if pid == 0:  # pragma: no cover - child
+    if pid == 0:  # pragma: no cover - child: never return into the caller's code
+        code = 255
         try:
-            os.unshare(os.CLONE_NEWUSER)
-            os._exit(0)
-        except OSError as exc:
-            os._exit(min(exc.errno or 1, 255))
+            libc = ctypes.CDLL(None, use_errno=True)
+            code = 0 if libc.unshare(_CLONE_NEWUSER) == 0 else min(ctypes.get_errno() or 255, 255)
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == 0:

@@ -1,0 +1,3 @@
+from isolation.cli import entry
+
+entry()

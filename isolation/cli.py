@@ -1,0 +1,264 @@
+"""`isolation run | plan | probe`: the command-line contract.
+
+Exit status of `run`: the command's own; 125 when the sandbox could not be set
+up or the policy is invalid; 126 not executable; 127 not found; 128+N when the
+command was killed by signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from isolation.backends import BACKEND_NAMES, Resolution, resolve_backend
+from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
+from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
+from isolation.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    IsolationDisabledWarning,
+    IsolationError,
+    SandboxSetupError,
+)
+from isolation.plan import SandboxPlan, build_plan
+from isolation.policy import IsolationPolicy
+from isolation.probe import probe
+from isolation.runner import Sandbox, run, spawn
+
+EXIT_SETUP = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="sandbox backend (default: auto)")
+    p.add_argument("--effect", action="append", default=[], metavar="NAME",
+                   help=f"declare an effect: {', '.join(UNIT_EFFECT_NAMES)}")
+    p.add_argument("--read", action="append", default=[], metavar="PATH", help="bind PATH read-only (FsRead)")
+    p.add_argument("--write", action="append", default=[], metavar="PATH", help="bind PATH writable (FsWrite)")
+    p.add_argument("--work", metavar="DIR", help="bind DIR at /work (default: a private empty /work)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME", help="pass variable NAME from the caller")
+    p.add_argument("--policy", metavar="FILE", help="start from the JSON policy in FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--unsafe-no-isolation", action="store_true", help="run on the host WITHOUT isolation")
+    p.add_argument("--require-isolation", action="store_true", help="fail rather than run without isolation")
+    p.add_argument("--best-effort", action="store_true",
+                   help="run with the layers this host supports; the report lists what was missing")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isolation", description="Run commands in a Linux sandbox.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a command in a sandbox")
+    _add_policy_options(p_run)
+    p_run.add_argument("--timeout", type=float, metavar="SEC", help="kill the whole sandbox after SEC seconds")
+    p_plan = sub.add_parser("plan", help="print what a run would enforce, run nothing")
+    _add_policy_options(p_plan)
+    p_probe = sub.add_parser("probe", help="report what this host can enforce")
+    p_probe.add_argument("--json", action="store_true")
+    return parser
+
+
+def _policy(args: argparse.Namespace) -> IsolationPolicy:
+    policy = IsolationPolicy.load(args.policy) if args.policy else IsolationPolicy()
+    effects = [effect_from_name(n) for n in args.effect]
+    derived = IsolationPolicy.from_effects(
+        [*effects], env_allowlist=args.env
+    )
+    policy = policy.evolve(
+        network=policy.network or derived.network,
+        env_allowlist=(*policy.env_allowlist, *args.env),
+    )
+    if args.read:
+        policy = policy.with_read(*(os.path.abspath(p) for p in args.read))
+    if args.write:
+        policy = policy.with_write(*(os.path.abspath(p) for p in args.write))
+    if args.work:
+        policy = policy.evolve(work_host=os.path.abspath(args.work))
+    return policy
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise IsolationError("no command given; usage: isolation run [OPTIONS] -- CMD [ARG...]")
+    return cmd
+
+
+def _resolve(args: argparse.Namespace) -> Resolution:
+    return resolve_backend(
+        args.backend, unsafe_no_isolation=args.unsafe_no_isolation, require_isolation=args.require_isolation or None
+    )
+
+
+def _plan_record(plan: SandboxPlan, res: Resolution) -> dict[str, Any]:
+    record: dict[str, Any] = {"backend": res.backend.name, "backend_reason": res.reason, **plan.to_dict()}
+    if res.backend.name == "none":
+        record["isolation"] = "NONE: the command runs on the host; nothing below is enforced except the environment"
+    if res.backend.name == "bwrap":
+        record["bwrap_argv"] = plan_to_bwrap_args(plan, find_bwrap() or "bwrap")
+    return record
+
+
+def _print_plan(record: dict[str, Any]) -> None:
+    out = sys.stdout.write
+    out(f"backend:   {record['backend']} ({record['backend_reason']})\n")
+    if "isolation" in record:
+        out(f"isolation: {record['isolation']}\n")
+    out(f"command:   {shlex.join(record['argv'])}\n")
+    out(f"cwd:       {record['cwd']}    uid/gid: {record['uid']}/{record['gid']}\n")
+    net = "shared with the host (Network)" if record["network"] else "none (private namespace, loopback only)"
+    out(f"network:   {net}\n")
+    out("mounts (applied in order):\n")
+    for m in record["mounts"]:
+        src = f" <- {m['source']}" if m["source"] and m["kind"] in ("ro-bind", "rw-bind") else ""
+        link = f" -> {m['source']}" if m["kind"] == "symlink" else ""
+        out(f"  {m['mode']:2}  {m['kind']:8} {m['target']}{src}{link}  [{m['origin']}]\n")
+    out("env passed:\n")
+    for k, v in record["env"].items():
+        out(f"  {k}={v}\n")
+    denied = record["env_denied"]
+    out(f"env denied ({len(denied)}): {', '.join(denied) or '-'}\n")
+    if record["env_denied_secret_like"]:
+        out(f"  withheld, look like secrets: {', '.join(record['env_denied_secret_like'])}\n")
+    sc = record["seccomp"]
+    if sc is None:
+        out("seccomp:   none\n")
+    else:
+        out(f"seccomp:   profile {sc['profile']}, sha256 {sc['sha256']}\n")
+        out(f"  denied syscalls: {', '.join(sc['denied'])}\n")
+    if "bwrap_argv" in record:
+        out(f"bwrap argv:\n  {shlex.join(record['bwrap_argv'])}\n")
+
+
+def _print_probe(facts: dict[str, Any]) -> None:
+    out = sys.stdout.write
+    out(f"kernel:          {facts['kernel']} (euid {facts['euid']})\n")
+    bw = facts["bwrap"]
+    out(f"bwrap:           {bw['path'] or 'not found'}{' ' + bw['version'] if bw['version'] else ''}\n")
+    ns = facts["user_namespaces"]
+    out(f"user namespaces: {'yes' if ns['available'] else 'no'} ({ns['detail']})\n")
+    out(f"landlock ABI:    {facts['landlock_abi'] or 'unavailable'}\n")
+    out(f"seccomp:         {'yes' if facts['seccomp'] else 'no'}\n")
+    out(f"cgroup v2:       {facts['cgroup2'] or 'not mounted'}\n")
+    for name, b in facts["backends"].items():
+        out(f"backend {name + ':':8} {'available' if b['available'] else 'unavailable'} ({b['detail']})\n")
+    out(f"auto picks:      {facts['auto'] or 'nothing (no isolation backend available)'}\n")
+
+
+def _result_json(res: Any) -> dict[str, Any]:
+    return {
+        "argv": list(res.argv),
+        "returncode": res.returncode,
+        "exit_status": res.exit_status(),
+        "outcome": res.outcome,
+        "backend": res.backend,
+        "duration": res.duration,
+        "enforced": list(res.enforced),
+        "missing": list(res.missing),
+        "stdout": res.stdout.decode("utf-8", "backslashreplace"),
+        "stderr": res.stderr.decode("utf-8", "backslashreplace"),
+    }
+
+
+def _wait_forwarding_signals(sb: Sandbox) -> int:
+    """Wait for the sandbox; Ctrl-C and SIGTERM reach the sandboxed command, not just us."""
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {s: signal.signal(s, lambda sig, _f: sb.send_signal(sig)) for s in forwarded}
+    try:
+        return sb.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    policy, cmd = _policy(args), _command(args)
+    enforcement = "best_effort" if args.best_effort else "strict"
+    common: dict[str, Any] = {
+        "backend": args.backend,
+        "unsafe_no_isolation": args.unsafe_no_isolation,
+        "require_isolation": args.require_isolation or None,
+        "enforcement": enforcement,
+    }
+    if args.json:
+        res = run(cmd, policy, timeout=args.timeout, stdin=sys.stdin.fileno(), **common)
+        print(json.dumps(_result_json(res), indent=2))
+        return res.exit_status()
+    with spawn(cmd, policy, stdin=sys.stdin.fileno(), stdout=None, stderr=None, **common) as sb:
+        if sb.missing:
+            print(f"isolation: best effort, NOT enforced: {', '.join(sb.missing)}", file=sys.stderr)
+        if args.timeout is not None:
+            import subprocess
+
+            try:
+                sb.wait(args.timeout)
+            except subprocess.TimeoutExpired:
+                sb.kill()
+                sb.wait()
+                print(f"isolation: timed out after {args.timeout:g}s; sandbox killed", file=sys.stderr)
+                return 128 + signal.SIGKILL
+        rc = _wait_forwarding_signals(sb)
+    return 128 - rc if rc < 0 else rc
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    policy, cmd = _policy(args), _command(args)
+    res = _resolve(args)
+    plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
+    record = _plan_record(plan, res)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        _print_plan(record)
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    facts = probe()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        _print_probe(facts)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _cmd_run, "plan": _cmd_plan, "probe": _cmd_probe}[args.command]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IsolationDisabledWarning)
+        try:
+            status = handler(args)
+        except CommandNotFound as exc:
+            status = _error(exc, EXIT_NOT_FOUND)
+        except CommandNotExecutable as exc:
+            status = _error(exc, EXIT_NOT_EXECUTABLE)
+        except SandboxSetupError as exc:
+            code = {2: EXIT_NOT_FOUND, 13: EXIT_NOT_EXECUTABLE}.get(exc.errno, EXIT_SETUP)
+            status = _error(exc, code if exc.step == "execve" else EXIT_SETUP)
+        except IsolationError as exc:
+            status = _error(exc, EXIT_SETUP)
+        finally:
+            for w in caught:
+                print(f"isolation: warning: {w.message}", file=sys.stderr)
+    return status
+
+
+def _error(exc: Exception, status: int) -> int:
+    print(f"isolation: error: {exc}", file=sys.stderr)
+    return status
+
+
+def entry() -> None:
+    sys.exit(main())
