@@ -1,5 +1,6 @@
 """isolation: run untrusted commands from Python in a Linux sandbox that enforces what the policy says, or refuses."""
 
+from isolation.backends.bwrap import build_bwrap_command, find_bwrap
 from isolation.effects import (
     Cost,
     Effect,
@@ -27,7 +28,6 @@ from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import Bind, IsolationPolicy
 from isolation.result import RunResult
 from isolation.runner import DEVNULL, PIPE, Sandbox, run, run_async, spawn
-from isolation.backends.bwrap import build_bwrap_command, find_bwrap
 
 __version__ = "0.1.0"
 

@@ -39,8 +39,13 @@ EXIT_NOT_FOUND = 127
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="sandbox backend (default: auto)")
-    p.add_argument("--effect", action="append", default=[], metavar="NAME",
-                   help=f"declare an effect: {', '.join(UNIT_EFFECT_NAMES)}")
+    p.add_argument(
+        "--effect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"declare an effect: {', '.join(UNIT_EFFECT_NAMES)}",
+    )
     p.add_argument("--read", action="append", default=[], metavar="PATH", help="bind PATH read-only (FsRead)")
     p.add_argument("--write", action="append", default=[], metavar="PATH", help="bind PATH writable (FsWrite)")
     p.add_argument("--work", metavar="DIR", help="bind DIR at /work (default: a private empty /work)")
@@ -49,8 +54,11 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--unsafe-no-isolation", action="store_true", help="run on the host WITHOUT isolation")
     p.add_argument("--require-isolation", action="store_true", help="fail rather than run without isolation")
-    p.add_argument("--best-effort", action="store_true",
-                   help="run with the layers this host supports; the report lists what was missing")
+    p.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="run with the layers this host supports; the report lists what was missing",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
 
 
@@ -70,9 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 def _policy(args: argparse.Namespace) -> IsolationPolicy:
     policy = IsolationPolicy.load(args.policy) if args.policy else IsolationPolicy()
     effects = [effect_from_name(n) for n in args.effect]
-    derived = IsolationPolicy.from_effects(
-        [*effects], env_allowlist=args.env
-    )
+    derived = IsolationPolicy.from_effects([*effects], env_allowlist=args.env)
     policy = policy.evolve(
         network=policy.network or derived.network,
         env_allowlist=(*policy.env_allowlist, *args.env),

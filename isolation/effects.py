@@ -8,7 +8,7 @@ normalizes both to instances.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import attrs
 
@@ -89,7 +89,7 @@ class FsWrite:
     name: ClassVar[str] = "fswrite"
 
 
-Effect = Union[Pure, Fallible, Llm, NonDeterministic, Process, Cost, Network, Unknown, FsRead, FsWrite]
+Effect = Pure | Fallible | Llm | NonDeterministic | Process | Cost | Network | Unknown | FsRead | FsWrite
 
 _UNIT_EFFECTS: dict[str, type] = {
     cls.name: cls for cls in (Pure, Fallible, Llm, NonDeterministic, Process, Cost, Network, Unknown)

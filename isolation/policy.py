@@ -41,6 +41,14 @@ def _env_name(name: object) -> str:
     return name
 
 
+def _bind_tuple(items: Iterable[Bind]) -> tuple[Bind, ...]:
+    return tuple(items)
+
+
+def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(items)
+
+
 @attrs.frozen
 class IsolationPolicy:
     """What the sandbox sees. Construct with `from_effects`, `from_json` or directly.
@@ -50,11 +58,11 @@ class IsolationPolicy:
     on one machine and used on another).
     """
 
-    ro_binds: tuple[Bind, ...] = attrs.field(default=(), converter=tuple)
-    rw_binds: tuple[Bind, ...] = attrs.field(default=(), converter=tuple)
+    ro_binds: tuple[Bind, ...] = attrs.field(default=(), converter=_bind_tuple)
+    rw_binds: tuple[Bind, ...] = attrs.field(default=(), converter=_bind_tuple)
     work_host: str | None = None
     network: bool = False
-    env_allowlist: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_ALLOWLIST, converter=tuple)
+    env_allowlist: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_ALLOWLIST, converter=_str_tuple)
     seccomp: str = "default"
 
     def __attrs_post_init__(self) -> None:
@@ -162,7 +170,9 @@ class IsolationPolicy:
             binds = []
             for item in raw:
                 if not isinstance(item, dict) or set(item) != {"host", "sandbox"}:
-                    raise PolicyError(f"policy: each entry of {key} must be {{\"host\": ..., \"sandbox\": ...}}, got {item!r}")
+                    raise PolicyError(
+                        f'policy: each entry of {key} must be {{"host": ..., "sandbox": ...}}, got {item!r}'
+                    )
                 binds.append(Bind(item["host"], item["sandbox"]))
             kwargs[key] = binds
         if "work_host" in data:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import selectors
 import subprocess
@@ -155,10 +156,8 @@ class Sandbox:
 
     def _close_stdin(self) -> None:
         if self.stdin is not None and not self.stdin.closed:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.stdin.close()
-            except BrokenPipeError:
-                pass
 
     def _close_pidfd(self) -> None:
         if self._pidfd >= 0:
@@ -172,10 +171,8 @@ class Sandbox:
             self.wait()
         for f in (self.stdin, self.stdout, self.stderr):
             if f is not None and not f.closed:
-                try:
+                with contextlib.suppress(OSError):
                     f.close()
-                except OSError:
-                    pass
         self._close_pidfd()
 
     def __enter__(self) -> Sandbox:
@@ -249,6 +246,7 @@ def _spawn(
     child_fds: list[int] = []
     to_close: list[int] = []
     try:
+
         def child_end(name: str, spec: StdinArg, inherit: int) -> int:
             if spec == PIPE:
                 r, w = os.pipe2(os.O_CLOEXEC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import os
@@ -184,10 +185,8 @@ class PopenChild:
 
     def _killpg(self) -> None:
         if self._kill_group:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def _reap_group(self) -> None:
         # Processes the command left behind in its group (on the host for `none`)
@@ -234,7 +233,10 @@ class BwrapBackend:
                 )
             except OSError as exc:
                 raise SandboxSetupError(
-                    f"cannot execute bubblewrap {bwrap}: {exc.strerror}", step="execve", path=bwrap, errno=exc.errno or 0
+                    f"cannot execute bubblewrap {bwrap}: {exc.strerror}",
+                    step="execve",
+                    path=bwrap,
+                    errno=exc.errno or 0,
                 ) from None
         finally:
             if pass_fds:
