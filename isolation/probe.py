@@ -8,6 +8,7 @@ from typing import Any
 
 from isolation.backends import AUTO_ORDER, get_backend
 from isolation.backends.bwrap import bwrap_version, find_bwrap
+from isolation.errors import IsolationUnavailable
 from isolation.userns import userns_status
 
 _SYS_LANDLOCK_CREATE_RULESET = 444  # same number on every architecture
@@ -57,8 +58,8 @@ def probe() -> dict[str, Any]:
         try:
             avail = get_backend(name).availability()
             backends[name] = {"available": avail.ok, "detail": avail.reason}
-        except ImportError as exc:
-            backends[name] = {"available": False, "detail": f"not built: {exc}"}
+        except IsolationUnavailable as exc:
+            backends[name] = {"available": False, "detail": str(exc)}
         if auto is None and backends[name]["available"]:
             auto = name
     return {

@@ -39,8 +39,12 @@ def get_backend(name: str) -> Backend:
     if name == "none":
         return NoneBackend()
     if name == "native":
-        from isolation.backends.native import NativeBackend
-
+        try:
+            from isolation.backends.native import NativeBackend
+        except ImportError as exc:
+            raise IsolationUnavailable(
+                f"the native backend is not built ({exc}); reinstall with `pip install .` (needs gcc and Python headers)"
+            ) from None
         return NativeBackend()
     raise PolicyError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
 
@@ -101,8 +105,8 @@ def resolve_backend(
     for name in AUTO_ORDER:
         try:
             backend = get_backend(name)
-        except ImportError as exc:
-            reasons.append(f"{name}: not built ({exc})")
+        except IsolationUnavailable as exc:
+            reasons.append(f"{name}: {exc}")
             continue
         avail = backend.availability()
         if avail.ok:

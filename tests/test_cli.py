@@ -1,0 +1,116 @@
+"""The CLI contract: exit statuses, plan output, probe, warnings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("NOETHER_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "isolation", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=None if input is None else input.decode(),
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(params=["bwrap", "native"])
+def backend(request: pytest.FixtureRequest) -> str:
+    names = os.environ.get("ISOLATION_TEST_BACKENDS", "bwrap,native").split(",")
+    if request.param not in names:
+        pytest.skip(f"ISOLATION_TEST_BACKENDS excludes {request.param}")
+    return str(request.param)
+
+
+def test_exit_status_is_the_commands_own(backend: str) -> None:
+    r = cli("run", "--backend", backend, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+def test_signal_death_is_128_plus_n(backend: str) -> None:
+    assert cli("run", "--backend", backend, "--", "sh", "-c", "kill -TERM $$").returncode == 128 + 15
+
+
+def test_stdin_reaches_the_sandbox(backend: str) -> None:
+    r = cli("run", "--backend", backend, "--", "cat", input=b"piped\n")
+    assert r.stdout == "piped\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--", "no-such-command-xyz"], 127, "not found"),
+        (["--", "/usr"], 126, "is a directory"),
+        (["--read", "/no/such/path", "--", "true"], 125, "/no/such/path does not exist"),
+        (["--effect", "teleport", "--", "true"], 125, "unknown effect"),
+        (["--", ], 125, "no command"),
+    ],
+)
+def test_refusals_have_distinct_statuses_and_one_clear_line(args: list[str], status: int, message: str) -> None:
+    r = cli("run", "--backend", "bwrap", *args)
+    assert r.returncode == status, r.stderr
+    assert message in r.stderr and r.stderr.startswith("isolation: error:") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_policy_file_is_125(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "p.json")
+    with open(path, "w") as f:
+        f.write('{"schema": 1, "nework": true}')
+    r = cli("run", "--policy", path, "--", "true")
+    assert r.returncode == 125 and "unknown field(s) nework" in r.stderr
+
+
+def test_json_output(backend: str) -> None:
+    r = cli("run", "--json", "--backend", backend, "--", "sh", "-c", "echo hi; exit 3")
+    assert r.returncode == 3
+    doc = json.loads(r.stdout)
+    assert doc["stdout"] == "hi\n" and doc["returncode"] == 3 and doc["backend"] == backend
+    assert "namespace:user" in doc["enforced"]
+
+
+def test_none_backend_warns_on_stderr_unless_opted_out() -> None:
+    r = cli("run", "--backend", "none", "--", "true")
+    assert r.returncode == 0 and "isolation: warning:" in r.stderr and "WITHOUT isolation" in r.stderr
+    r = cli("run", "--unsafe-no-isolation", "--", "true")
+    assert r.returncode == 0 and r.stderr == ""
+    r = cli("run", "--", "true", env={"NOETHER_ISOLATION": "none"})
+    assert r.returncode == 0 and r.stderr == ""
+    r = cli("run", "--require-isolation", "--unsafe-no-isolation", "--", "true")
+    assert r.returncode == 125 and "required" in r.stderr
+
+
+def test_plan_runs_nothing_and_shows_everything(tmp_path: object) -> None:
+    marker = os.path.join(str(tmp_path), "ran")
+    r = cli(
+        "plan", "--backend", "bwrap", "--effect", "network", "--write", str(tmp_path), "--env", "LANG",
+        "--", "sh", "-c", f"touch {marker}",
+        env={"GITHUB_TOKEN": "x"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(marker)
+    for needle in ("backend:   bwrap", f"rw  rw-bind  {tmp_path}", "network:   shared", "GITHUB_TOKEN", "bwrap argv:"):
+        assert needle in r.stdout
+    doc = json.loads(cli("plan", "--json", "--backend", "bwrap", "--", "true").stdout)
+    assert doc["backend"] == "bwrap" and doc["network"] is False
+    assert doc["bwrap_argv"][0].endswith("bwrap") and doc["bwrap_argv"][-2:] == ["--", "true"]
+    assert {"kind": "tmpfs", "target": "/work", "source": None, "mode": "rw", "origin": "work"} in doc["mounts"]
+
+
+def test_probe_reports_the_host() -> None:
+    doc = json.loads(cli("probe", "--json").stdout)
+    assert doc["bwrap"]["path"] == "/usr/bin/bwrap"
+    assert doc["landlock_abi"] >= 1 and doc["seccomp"] is True
+    assert doc["user_namespaces"]["available"] is True
+    assert doc["auto"] in ("native", "bwrap")
+    assert "auto picks:" in cli("probe").stdout
