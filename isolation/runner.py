@@ -94,9 +94,17 @@ class Sandbox:
         return out, err
 
     def _collect(self, input: bytes | None, deadline: float | None) -> tuple[bytes, bytes, bool]:
+        """Feed stdin, drain stdout/stderr and wait, all against one deadline.
+
+        Returns (stdout, stderr, timed_out). On timeout the sandbox is killed and
+        reaped before returning. Output written after the command exited is still
+        read, for at most `_DRAIN_GRACE` seconds (only a process that escaped the
+        sandbox's pid namespace, i.e. under backend none, can hold a pipe that long).
+        """
         chunks: dict[int, list[bytes]] = {}
         sel = selectors.DefaultSelector()
         timed_out = False
+        exited_at: float | None = None if self.returncode is None else time.monotonic()
         try:
             for f in (self.stdout, self.stderr):
                 if f is not None:
@@ -104,23 +112,25 @@ class Sandbox:
                     sel.register(f.fileno(), selectors.EVENT_READ)
                     chunks[f.fileno()] = []
             pending = memoryview(input or b"")
-            if self.stdin is not None:
+            stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
+            if stdin_fd >= 0:
                 if pending:
                     os.set_blocking(self.stdin.fileno(), False)
                     sel.register(self.stdin.fileno(), selectors.EVENT_WRITE)
                 else:
                     self._close_stdin()
-            if self._pidfd >= 0:
+            if exited_at is None:
                 sel.register(self._pidfd, selectors.EVENT_READ)
-            exited_at: float | None = None
-            while len(sel.get_map()) > (1 if self._pidfd >= 0 and exited_at is None else 0):
+            while True:
+                pipes_open = len(sel.get_map()) - (1 if exited_at is None else 0)
+                if pipes_open == 0 and exited_at is not None:
+                    break
                 now = time.monotonic()
                 limit = deadline
                 if exited_at is not None:
-                    limit = min(limit or exited_at + _DRAIN_GRACE, exited_at + _DRAIN_GRACE)
+                    limit = exited_at + _DRAIN_GRACE if limit is None else min(limit, exited_at + _DRAIN_GRACE)
                 if limit is not None and now >= limit:
-                    if exited_at is None:
-                        timed_out = True
+                    timed_out = exited_at is None
                     break
                 for key, _ in sel.select(None if limit is None else limit - now):
                     fd = int(key.fd)
@@ -128,7 +138,7 @@ class Sandbox:
                         sel.unregister(fd)
                         self.poll()
                         exited_at = time.monotonic()
-                    elif self.stdin is not None and fd == self.stdin.fileno():
+                    elif fd == stdin_fd:
                         try:
                             n = os.write(fd, pending[:65536])
                         except BrokenPipeError:
@@ -147,8 +157,7 @@ class Sandbox:
             sel.close()
         if timed_out:
             self.kill()
-        if not timed_out or self.returncode is None:
-            self.wait()
+        self.wait()
         self._close_stdin()
         out = b"".join(chunks.get(self.stdout.fileno(), [])) if self.stdout is not None else b""
         err = b"".join(chunks.get(self.stderr.fileno(), [])) if self.stderr is not None else b""
