@@ -41,7 +41,7 @@ def test_strict_baseline_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     env = _pairs(argv, "--setenv")
     assert ("HOME", "/work") in env and ("USER", "nobody") in env and ("LANG", "C.UTF-8") in env
     assert "SECRET_TOKEN" not in " ".join(argv)
-    assert ("--proc", "/proc") == tuple(argv[argv.index("--proc") : argv.index("--proc") + 2])
+    assert tuple(argv[argv.index("--proc") : argv.index("--proc") + 2]) == ("--proc", "/proc")
     assert argv[argv.index("--dev") + 1] == "/dev"
     tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
     assert tmpfs == ["/tmp", "/work"]
@@ -80,7 +80,9 @@ def test_custom_bind_target() -> None:
 def test_env_allowlist_passes_set_variables_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEP_ME", "1")
     monkeypatch.delenv("UNSET_ONE", raising=False)
-    argv = build_bwrap_command(IsolationPolicy.from_effects([], env_allowlist=["KEEP_ME", "UNSET_ONE"]), ["true"], bwrap=BW)
+    argv = build_bwrap_command(
+        IsolationPolicy.from_effects([], env_allowlist=["KEEP_ME", "UNSET_ONE"]), ["true"], bwrap=BW
+    )
     env = dict(_pairs(argv, "--setenv"))
     assert env["KEEP_ME"] == "1" and "UNSET_ONE" not in env
 

@@ -53,7 +53,13 @@ def test_stdin_reaches_the_sandbox(backend: str) -> None:
         (["--", "/usr"], 126, "is a directory"),
         (["--read", "/no/such/path", "--", "true"], 125, "/no/such/path does not exist"),
         (["--effect", "teleport", "--", "true"], 125, "unknown effect"),
-        (["--", ], 125, "no command"),
+        (
+            [
+                "--",
+            ],
+            125,
+            "no command",
+        ),
     ],
 )
 def test_refusals_have_distinct_statuses_and_one_clear_line(args: list[str], status: int, message: str) -> None:
@@ -93,8 +99,19 @@ def test_none_backend_warns_on_stderr_unless_opted_out() -> None:
 def test_plan_runs_nothing_and_shows_everything(tmp_path: object) -> None:
     marker = os.path.join(str(tmp_path), "ran")
     r = cli(
-        "plan", "--backend", "bwrap", "--effect", "network", "--write", str(tmp_path), "--env", "LANG",
-        "--", "sh", "-c", f"touch {marker}",
+        "plan",
+        "--backend",
+        "bwrap",
+        "--effect",
+        "network",
+        "--write",
+        str(tmp_path),
+        "--env",
+        "LANG",
+        "--",
+        "sh",
+        "-c",
+        f"touch {marker}",
         env={"GITHUB_TOKEN": "x"},
     )
     assert r.returncode == 0, r.stderr
