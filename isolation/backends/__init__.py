@@ -43,7 +43,8 @@ def get_backend(name: str) -> Backend:
             from isolation.backends.native import NativeBackend
         except ImportError as exc:
             raise IsolationUnavailable(
-                f"the native backend is not built ({exc}); reinstall with `pip install .` (needs gcc and Python headers)"
+                f"the native backend is not built ({exc}); "
+                "reinstall with `pip install .` (needs gcc and the Python headers)"
             ) from None
         return NativeBackend()
     raise PolicyError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
