@@ -13,6 +13,7 @@ import attrs
 from isolation.effects import EffectSet, FsRead, FsWrite, Network
 from isolation.errors import PolicyError
 from isolation.paths import check_host_source, check_sandbox_target, is_within, normalize_path
+from isolation.seccomp_profile import normalize_choice as _normalize_seccomp
 
 SCHEMA_VERSION = 1
 
@@ -20,6 +21,8 @@ SCHEMA_VERSION = 1
 # the caller's environment is where secrets (tokens, keys) live.
 DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 
+# `seccomp`: "default", "none" (only with unsafe_no_seccomp=True) or named
+# extensions joined by "+" (isolation.seccomp_profile.EXTENSIONS).
 SECCOMP_CHOICES_BUILTIN: tuple[str, ...] = ("default", "none")
 
 
@@ -64,6 +67,7 @@ class IsolationPolicy:
     network: bool = False
     env_allowlist: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_ALLOWLIST, converter=_str_tuple)
     seccomp: str = "default"
+    unsafe_no_seccomp: bool = False
 
     def __attrs_post_init__(self) -> None:
         for field_name in ("ro_binds", "rw_binds"):
@@ -84,13 +88,27 @@ class IsolationPolicy:
         if not isinstance(self.network, bool):
             raise PolicyError(f"network: expected true or false, got {self.network!r}")
         object.__setattr__(self, "env_allowlist", tuple(dict.fromkeys(_env_name(n) for n in self.env_allowlist)))
-        if not isinstance(self.seccomp, str) or not self.seccomp:
-            raise PolicyError(f"seccomp: expected a profile name, got {self.seccomp!r}")
+        self._check_seccomp()
         targets: dict[str, str] = {}
         for b in (*self.rw_binds, *self.ro_binds):
             if targets.get(b.sandbox, b.host) != b.host:
                 raise PolicyError(f"two different host paths are bound at {b.sandbox}")
             targets[b.sandbox] = b.host
+
+    def _check_seccomp(self) -> None:
+        """Normalize the profile choice; turning the filter off must be spelled out twice."""
+        if not isinstance(self.seccomp, str) or not self.seccomp:
+            raise PolicyError(f"seccomp: expected a profile name, got {self.seccomp!r}")
+        if not isinstance(self.unsafe_no_seccomp, bool):
+            raise PolicyError(f"unsafe_no_seccomp: expected true or false, got {self.unsafe_no_seccomp!r}")
+        try:
+            object.__setattr__(self, "seccomp", _normalize_seccomp(self.seccomp))
+        except ValueError as exc:
+            raise PolicyError(f"seccomp: {exc}") from None
+        if self.seccomp == "none" and not self.unsafe_no_seccomp:
+            raise PolicyError("seccomp 'none' turns the syscall filter off; it needs unsafe_no_seccomp=True as well")
+        if self.unsafe_no_seccomp and self.seccomp != "none":
+            raise PolicyError(f"unsafe_no_seccomp=True only goes with seccomp 'none', not {self.seccomp!r}")
 
     # -- construction -----------------------------------------------------
 
@@ -103,6 +121,9 @@ class IsolationPolicy:
         `Network` shares the host network; `FsRead(p)` binds `p` read-only and
         `FsWrite(p)` read-write at the same path. Every other effect leaves the
         strict baseline: no network, no host paths beyond the system view.
+        No effect relaxes the syscall filter: every derived policy gets the
+        ``default`` seccomp profile (extensions are chosen explicitly with
+        ``evolve(seccomp=...)``; docs/seccomp.md has the mapping).
         """
         es = effects if isinstance(effects, EffectSet) else EffectSet.of(effects)
         ro = [Bind.same(e.path) for e in es if isinstance(e, FsRead)]
@@ -147,6 +168,7 @@ class IsolationPolicy:
             "network": self.network,
             "env_allowlist": list(self.env_allowlist),
             "seccomp": self.seccomp,
+            **({"unsafe_no_seccomp": True} if self.unsafe_no_seccomp else {}),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -157,6 +179,7 @@ class IsolationPolicy:
         if not isinstance(data, dict):
             raise PolicyError(f"policy: expected a JSON object, got {type(data).__name__}")
         known = {"schema", "ro_binds", "rw_binds", "work_host", "network", "env_allowlist", "seccomp"}
+        known |= {"unsafe_no_seccomp"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {', '.join(unknown)}")
@@ -185,6 +208,8 @@ class IsolationPolicy:
             kwargs["env_allowlist"] = data["env_allowlist"]
         if "seccomp" in data:
             kwargs["seccomp"] = data["seccomp"]
+        if "unsafe_no_seccomp" in data:
+            kwargs["unsafe_no_seccomp"] = data["unsafe_no_seccomp"]
         return cls(**kwargs)
 
     @classmethod
