@@ -154,7 +154,7 @@ PROBES: dict[str, tuple[Probe, ...]] = {
         _p("io_uring_enter", -1, 0, 0, 0xFFFFFFFF, 0, 0),
         _p("io_uring_register", -1, 0, 0, 0),
         _p("lookup_dcookie", 0, 0, 0),
-        _p("fanotify_init", 0xFFFFFFFF, 0),
+        _p("fanotify_init", 0x200, 0),  # FAN_REPORT_FID: allowed unprivileged since Linux 5.13
         _p("modify_ldt", 99, 0, 0),
         _p("uselib", 0),
         _p("ustat", 0, 0),
@@ -180,7 +180,7 @@ PROBES: dict[str, tuple[Probe, ...]] = {
         _p("ioperm", 0x10000, 1, 1),
     ),
     "time": (
-        _p("settimeofday", 0, 0),  # both NULL: changes nothing even when permitted
+        _p("settimeofday", 8, 0),  # unmapped pointer: EFAULT before the capability check, for root too
         _p("clock_settime", 9999, 0),
         _p("clock_adjtime", 9999, 0),
         _p("adjtimex", 0),
