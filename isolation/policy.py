@@ -12,6 +12,7 @@ import attrs
 
 from isolation.effects import EffectSet, FsRead, FsWrite, Network
 from isolation.errors import PolicyError
+from isolation.limits import Limits
 from isolation.paths import check_host_source, check_sandbox_target, is_within, normalize_path
 from isolation.seccomp_profile import normalize_choice as _normalize_seccomp
 
@@ -68,6 +69,7 @@ class IsolationPolicy:
     env_allowlist: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_ALLOWLIST, converter=_str_tuple)
     seccomp: str = "default"
     unsafe_no_seccomp: bool = False
+    limits: Limits = attrs.field(factory=Limits)
 
     def __attrs_post_init__(self) -> None:
         for field_name in ("ro_binds", "rw_binds"):
@@ -89,6 +91,8 @@ class IsolationPolicy:
             raise PolicyError(f"network: expected true or false, got {self.network!r}")
         object.__setattr__(self, "env_allowlist", tuple(dict.fromkeys(_env_name(n) for n in self.env_allowlist)))
         self._check_seccomp()
+        if not isinstance(self.limits, Limits):
+            raise PolicyError(f"limits: expected Limits, got {self.limits!r}")
         targets: dict[str, str] = {}
         for b in (*self.rw_binds, *self.ro_binds):
             if targets.get(b.sandbox, b.host) != b.host:
@@ -169,6 +173,7 @@ class IsolationPolicy:
             "env_allowlist": list(self.env_allowlist),
             "seccomp": self.seccomp,
             **({"unsafe_no_seccomp": True} if self.unsafe_no_seccomp else {}),
+            "limits": self.limits.to_dict(),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -179,7 +184,7 @@ class IsolationPolicy:
         if not isinstance(data, dict):
             raise PolicyError(f"policy: expected a JSON object, got {type(data).__name__}")
         known = {"schema", "ro_binds", "rw_binds", "work_host", "network", "env_allowlist", "seccomp"}
-        known |= {"unsafe_no_seccomp"}
+        known |= {"unsafe_no_seccomp", "limits"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {', '.join(unknown)}")
@@ -210,6 +215,8 @@ class IsolationPolicy:
             kwargs["seccomp"] = data["seccomp"]
         if "unsafe_no_seccomp" in data:
             kwargs["unsafe_no_seccomp"] = data["unsafe_no_seccomp"]
+        if "limits" in data:
+            kwargs["limits"] = Limits.from_dict(data["limits"])
         return cls(**kwargs)
 
     @classmethod

@@ -28,6 +28,7 @@ class RunResult:
     enforced: tuple[str, ...]
     outcome: Outcome = "exited"
     missing: tuple[str, ...] = ()
+    output_truncated: bool = False
 
     @property
     def ok(self) -> bool:

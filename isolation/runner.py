@@ -15,7 +15,7 @@ import attrs
 
 from isolation.backends import Enforcement, Launched, Stdio, resolve_backend, warn_unisolated
 from isolation.backends.none import NoneBackend
-from isolation.errors import PolicyError
+from isolation.errors import IsolationUnavailable, PolicyError
 from isolation.paths import normalize_path
 from isolation.plan import build_plan
 from isolation.policy import IsolationPolicy
@@ -26,6 +26,9 @@ DEVNULL = subprocess.DEVNULL
 # After the command has exited, how long to keep reading output that a
 # straggler (only possible without a pid namespace) still holds open.
 _DRAIN_GRACE = 1.0
+
+# Limits the runner itself enforces for run()/run_async(), whatever the backend.
+RUNNER_LIMITS = frozenset({"wall_timeout", "max_output"})
 
 StdinArg = None | int | IO[Any]
 OutArg = None | int | IO[Any]
@@ -88,20 +91,26 @@ class Sandbox:
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
         """Send `input`, read all output, wait. On timeout the sandbox is killed and
         subprocess.TimeoutExpired raised with the output collected so far."""
-        out, err, timed_out = self._collect(input, None if timeout is None else time.monotonic() + timeout)
+        out, err, timed_out = self._collect(input, None if timeout is None else time.monotonic() + timeout)[:3]
         if timed_out:
             raise subprocess.TimeoutExpired(list(self.argv), timeout or 0.0, out, err)
         return out, err
 
-    def _collect(self, input: bytes | None, deadline: float | None) -> tuple[bytes, bytes, bool]:
+    def _collect(
+        self, input: bytes | None, deadline: float | None, max_output: int | None = None
+    ) -> tuple[bytes, bytes, bool, bool]:
         """Feed stdin, drain stdout/stderr and wait, all against one deadline.
 
-        Returns (stdout, stderr, timed_out). On timeout the sandbox is killed and
+        Returns (stdout, stderr, timed_out, truncated). At most `max_output` bytes
+        per stream are kept (the rest is read and dropped, so the command never
+        blocks on a full pipe, and a marker is appended). On timeout the sandbox is killed and
         reaped before returning. Output written after the command exited is still
         read, for at most `_DRAIN_GRACE` seconds (only a process that escaped the
         sandbox's pid namespace, i.e. under backend none, can hold a pipe that long).
         """
         chunks: dict[int, list[bytes]] = {}
+        kept: dict[int, int] = {}
+        dropped: dict[int, int] = {}
         sel = selectors.DefaultSelector()
         timed_out = False
         exited_at: float | None = None if self.returncode is None else time.monotonic()
@@ -111,12 +120,13 @@ class Sandbox:
                     os.set_blocking(f.fileno(), False)
                     sel.register(f.fileno(), selectors.EVENT_READ)
                     chunks[f.fileno()] = []
+                    kept[f.fileno()] = dropped[f.fileno()] = 0
             pending = memoryview(input or b"")
             stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
             if stdin_fd >= 0:
                 if pending:
-                    os.set_blocking(self.stdin.fileno(), False)
-                    sel.register(self.stdin.fileno(), selectors.EVENT_WRITE)
+                    os.set_blocking(stdin_fd, False)
+                    sel.register(stdin_fd, selectors.EVENT_WRITE)
                 else:
                     self._close_stdin()
             if exited_at is None:
@@ -149,19 +159,35 @@ class Sandbox:
                             self._close_stdin()
                     else:
                         data = os.read(fd, 65536)
-                        if data:
-                            chunks[fd].append(data)
-                        else:
+                        if not data:
                             sel.unregister(fd)
+                            continue
+                        room = len(data) if max_output is None else max(0, max_output - kept[fd])
+                        if room:
+                            chunks[fd].append(data[:room])
+                            kept[fd] += min(room, len(data))
+                        dropped[fd] += len(data) - min(room, len(data))
         finally:
             sel.close()
         if timed_out:
             self.kill()
         self.wait()
         self._close_stdin()
-        out = b"".join(chunks.get(self.stdout.fileno(), [])) if self.stdout is not None else b""
-        err = b"".join(chunks.get(self.stderr.fileno(), [])) if self.stderr is not None else b""
-        return out, err, timed_out
+        streams = []
+        for f in (self.stdout, self.stderr):
+            if f is None:
+                streams.append(b"")
+                continue
+            fd = f.fileno()
+            data = b"".join(chunks[fd])
+            if dropped[fd]:
+                data += b"\n[isolation: output truncated at %d bytes; %d more bytes dropped]\n" % (
+                    kept[fd],
+                    dropped[fd],
+                )
+            streams.append(data)
+        truncated = any(dropped.values())
+        return streams[0], streams[1], timed_out, truncated
 
     def _close_stdin(self) -> None:
         if self.stdin is not None and not self.stdin.closed:
@@ -250,6 +276,16 @@ def _spawn(
             plan = attrs.evolve(plan, cwd=cwd)
     if resolution.warn_unisolated:
         warn_unisolated(argv[0])
+    unenforceable = [
+        name
+        for name in policy.limits.requested()
+        if name not in RUNNER_LIMITS and name not in getattr(backend, "enforced_limits", frozenset())
+    ]
+    if unenforceable and opts.enforcement == "strict":
+        raise IsolationUnavailable(
+            f"backend {backend.name} cannot enforce limits.{', limits.'.join(unenforceable)}; "
+            "drop them or pass enforcement='best_effort' (CLI --best-effort) to run without them"
+        )
 
     parent_ends: dict[str, IO[bytes]] = {}
     child_fds: list[int] = []
@@ -280,6 +316,8 @@ def _spawn(
     finally:
         for fd in to_close:
             os.close(fd)
+    if unenforceable:
+        launched = attrs.evolve(launched, missing=(*launched.missing, *(f"limit:{n}" for n in unenforceable)))
     return Sandbox(argv, backend.name, launched, parent_ends)
 
 
@@ -313,11 +351,36 @@ def run(
     """
     spec, data = _stdin_for_run(stdin)
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
+    policy = policy or IsolationPolicy()
     start = time.monotonic()
-    with _spawn(tuple(cmd), policy or IsolationPolicy(), opts, spec, stdout, stderr) as sb:
-        out, err, timed_out = sb._collect(data, None if timeout is None else start + timeout)
+    timeout = _effective_timeout(timeout, policy)
+    with _spawn(tuple(cmd), policy, opts, spec, stdout, stderr) as sb:
+        out, err, timed_out, truncated = sb._collect(
+            data, None if timeout is None else start + timeout, policy.limits.max_output
+        )
         rc = sb.wait()
+    return _result(sb, rc, out, err, timed_out, truncated, start, policy)
+
+
+def _effective_timeout(timeout: float | None, policy: IsolationPolicy) -> float | None:
+    """The stricter of the call's timeout and the policy's wall_timeout."""
+    limits = [t for t in (timeout, policy.limits.wall_timeout) if t is not None]
+    return min(limits) if limits else None
+
+
+def _result(
+    sb: Sandbox,
+    rc: int,
+    out: bytes,
+    err: bytes,
+    timed_out: bool,
+    truncated: bool,
+    start: float,
+    policy: IsolationPolicy,
+) -> RunResult:
     outcome: Outcome = "timeout" if timed_out else ("signaled" if rc < 0 else "exited")
+    requested = policy.limits.requested()
+    runner_claims = tuple(f"limit:{n}={requested[n]}:runner" for n in sorted(RUNNER_LIMITS) if n in requested)
     return RunResult(
         argv=sb.argv,
         returncode=rc,
@@ -325,9 +388,10 @@ def run(
         stderr=err,
         backend=sb.backend,
         duration=time.monotonic() - start,
-        enforced=sb.enforced,
+        enforced=(*sb.enforced, *runner_claims),
         outcome=outcome,
         missing=sb.missing,
+        output_truncated=truncated,
     )
 
 
@@ -346,11 +410,13 @@ async def run_async(
     """`run` for asyncio. Cancelling the task kills the sandbox and reaps it."""
     spec, data = _stdin_for_run(stdin)
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
+    policy = policy or IsolationPolicy()
     start = time.monotonic()
-    sb = _spawn(tuple(cmd), policy or IsolationPolicy(), opts, spec, PIPE, PIPE)
+    timeout = _effective_timeout(timeout, policy)
+    sb = _spawn(tuple(cmd), policy, opts, spec, PIPE, PIPE)
     try:
         deadline = None if timeout is None else start + timeout
-        out, err, timed_out = await asyncio.to_thread(sb._collect, data, deadline)
+        out, err, timed_out, truncated = await asyncio.to_thread(sb._collect, data, deadline, policy.limits.max_output)
     except asyncio.CancelledError:
         sb.kill()
         await asyncio.to_thread(sb.close)
@@ -360,5 +426,4 @@ async def run_async(
             sb.close()
     rc = sb.wait()
     sb.close()
-    outcome: Outcome = "timeout" if timed_out else ("signaled" if rc < 0 else "exited")
-    return RunResult(sb.argv, rc, out, err, sb.backend, time.monotonic() - start, sb.enforced, outcome, sb.missing)
+    return _result(sb, rc, out, err, timed_out, truncated, start, policy)
