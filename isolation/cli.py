@@ -12,10 +12,13 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
+
+import attrs
 
 from isolation.backends import BACKEND_NAMES, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
@@ -27,6 +30,7 @@ from isolation.errors import (
     IsolationError,
     SandboxSetupError,
 )
+from isolation.limits import parse_size
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
@@ -59,6 +63,12 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run with the layers this host supports; the report lists what was missing",
     )
+    p.add_argument("--cpu-seconds", type=int, metavar="N", help="limit CPU time")
+    p.add_argument("--memory", metavar="SIZE", help="limit memory (e.g. 512M, 2G)")
+    p.add_argument("--max-pids", type=int, metavar="N", help="limit the number of processes")
+    p.add_argument("--max-open-files", type=int, metavar="N", help="limit open file descriptors per process")
+    p.add_argument("--max-file-size", metavar="SIZE", help="limit the size of any file written")
+    p.add_argument("--max-output", metavar="SIZE", help="bytes of output kept per stream with --json (default 64M)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
 
 
@@ -89,6 +99,18 @@ def _policy(args: argparse.Namespace) -> IsolationPolicy:
         policy = policy.with_write(*(os.path.abspath(p) for p in args.write))
     if args.work:
         policy = policy.evolve(work_host=os.path.abspath(args.work))
+    limits = {
+        "wall_timeout": getattr(args, "timeout", None),
+        "cpu_seconds": args.cpu_seconds,
+        "memory": None if args.memory is None else parse_size(args.memory),
+        "max_pids": args.max_pids,
+        "max_open_files": args.max_open_files,
+        "max_file_size": None if args.max_file_size is None else parse_size(args.max_file_size),
+        "max_output": None if args.max_output is None else parse_size(args.max_output),
+    }
+    changes = {k: v for k, v in limits.items() if v is not None}
+    if changes:
+        policy = policy.evolve(limits=attrs.evolve(policy.limits, **changes))
     return policy
 
 
@@ -172,6 +194,7 @@ def _result_json(res: Any) -> dict[str, Any]:
         "duration": res.duration,
         "enforced": list(res.enforced),
         "missing": list(res.missing),
+        "output_truncated": res.output_truncated,
         "stdout": res.stdout.decode("utf-8", "backslashreplace"),
         "stderr": res.stderr.decode("utf-8", "backslashreplace"),
     }
@@ -198,21 +221,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "enforcement": enforcement,
     }
     if args.json:
-        res = run(cmd, policy, timeout=args.timeout, stdin=sys.stdin.fileno(), **common)
+        res = run(cmd, policy, stdin=sys.stdin.fileno(), **common)
         print(json.dumps(_result_json(res), indent=2))
         return res.exit_status()
     with spawn(cmd, policy, stdin=sys.stdin.fileno(), stdout=None, stderr=None, **common) as sb:
         if sb.missing:
             print(f"isolation: best effort, NOT enforced: {', '.join(sb.missing)}", file=sys.stderr)
-        if args.timeout is not None:
-            import subprocess
-
+        timeout = policy.limits.wall_timeout
+        if timeout is not None:
             try:
-                sb.wait(args.timeout)
+                sb.wait(timeout)
             except subprocess.TimeoutExpired:
                 sb.kill()
                 sb.wait()
-                print(f"isolation: timed out after {args.timeout:g}s; sandbox killed", file=sys.stderr)
+                print(f"isolation: timed out after {timeout:g}s; sandbox killed", file=sys.stderr)
                 return 128 + signal.SIGKILL
         rc = _wait_forwarding_signals(sb)
     return 128 - rc if rc < 0 else rc
