@@ -238,7 +238,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
                 "PER_LINUX": PER_LINUX,
                 "PER_LINUX32": PER_LINUX32,
                 "UNAME26": UNAME26,
-                "UNAME26|PER_LINUX32": UNAME26 | PER_LINUX32,
+                "UNAME26+PER_LINUX32": UNAME26 | PER_LINUX32,
                 "0xffffffff (query)": PER_QUERY,
             },
         ),

@@ -358,3 +358,12 @@ def test_clone_namespace_mask_in_the_kernel() -> None:
     for bit in CLONE_NAMESPACE_FLAGS.values():
         ns |= bit
     _check_masks(nr, calls, lambda a: bool(a[0] & ns), errno.EPERM)
+
+
+def test_docs_table_names_every_rule_and_extension() -> None:
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "seccomp.md")) as f:
+        doc = f.read()
+    for r in DEFAULT_RULES:
+        assert f"`{r.syscall}`" in doc and r.reason in doc, r.syscall
+    for name in EXTENSIONS:
+        assert f"`{name}`" in doc
