@@ -24,14 +24,6 @@ def cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = Non
     )
 
 
-@pytest.fixture(params=["bwrap", "native"])
-def backend(request: pytest.FixtureRequest) -> str:
-    names = os.environ.get("ISOLATION_TEST_BACKENDS", "bwrap,native").split(",")
-    if request.param not in names:
-        pytest.skip(f"ISOLATION_TEST_BACKENDS excludes {request.param}")
-    return str(request.param)
-
-
 def test_exit_status_is_the_commands_own(backend: str) -> None:
     r = cli("run", "--backend", backend, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")

@@ -29,7 +29,6 @@ from isolation.seccomp_profile import CLONE_NAMESPACE_FLAGS, DEFAULT_RULES, TIOC
 
 pytestmark = pytest.mark.security
 
-BACKENDS = os.environ.get("ISOLATION_TEST_BACKENDS", "bwrap,native").split(",")
 PYTHON = "/usr/bin/python3"
 X86_64 = platform.machine() == "x86_64"
 
@@ -272,14 +271,12 @@ def test_every_default_rule_has_a_probe() -> None:
 
 
 @pytest.mark.parametrize("group", sorted(PROBES))
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_denied_group_answers_with_the_filters_errno(backend: str, group: str) -> None:
     got = run_probes(PROBES[group], backend=backend)
     assert got == {p.id: p.expect for p in PROBES[group]}
 
 
 @pytest.mark.parametrize("group", sorted(PROBES))
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_control_without_the_filter_the_same_probes_get_another_answer(backend: str, group: str) -> None:
     """Filter off, same sandbox; where the sandbox's missing capabilities already
     answer EPERM, the control moves to the host with namespace capabilities, then to root."""
@@ -305,14 +302,12 @@ def test_control_without_the_filter_the_same_probes_get_another_answer(backend: 
     assert not pending, {pid: seen[pid] for pid in pending}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_allowed_neighbours_are_not_blocked(backend: str) -> None:
     got = run_probes([p for p, _ in ALLOWED], backend=backend)
     assert got == {p.id: expect or "ok" for p, expect in ALLOWED}
 
 
 @pytest.mark.skipif(not X86_64, reason="x32 and i386 are x86_64's other ABIs")
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_foreign_abis_are_killed(backend: str) -> None:
     assert run_probes(ARCH_PROBES, backend=backend) == {"x32-getpid": "SIGSYS", "i386-int80-getpid": "SIGSYS"}
     control = run_probes(ARCH_PROBES, backend=backend, policy=UNFILTERED)
@@ -320,7 +315,6 @@ def test_foreign_abis_are_killed(backend: str) -> None:
     assert control["i386-int80-getpid"] in ("ok", "ENOSYS")  # ok: a pid from the i386 table
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_sandbox_reports_the_filter_it_loaded(backend: str) -> None:
     filt = compile_profile("default")
     res = isolation.run(["sh", "-c", "grep -E '^Seccomp(_filters)?:' /proc/self/status"], backend=backend)
@@ -332,7 +326,6 @@ def test_sandbox_reports_the_filter_it_loaded(backend: str) -> None:
     assert not any(e.startswith("seccomp:") for e in off.enforced)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nested_sandbox_extension_keeps_namespaces_and_the_rest(backend: str) -> None:
     policy = IsolationPolicy(seccomp="nested-sandbox")
     ids = ("unshare", "setns", "clone-CLONE_NEWUSER", "mount", "clone3", "bpf", "ioctl-TIOCSTI", "ptrace")
@@ -352,7 +345,6 @@ def test_nested_sandbox_extension_keeps_namespaces_and_the_rest(backend: str) ->
     }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_debug_extension_allows_ptrace_only(backend: str) -> None:
     policy = IsolationPolicy(seccomp="debug")
     ids = ("ptrace", "personality-ADDR_NO_RANDOMIZE", "process_vm_readv", "kcmp", "unshare")
