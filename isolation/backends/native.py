@@ -1,0 +1,311 @@
+"""The native backend: our own C extension (`isolation._native`, from native/).
+
+Python resolves the plan into a flat description (mounts, Landlock rules,
+the seccomp program, rlimits); C does the clone-to-execve choreography. The
+degradation ladder is decided here, before anything runs: a layer the host
+cannot provide is either a refusal (strict) or an entry in `missing`
+(best effort), never a silent omission.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+from typing import Any
+
+import attrs
+
+from isolation import landlock
+from isolation._native import ffi, lib
+from isolation.backends.base import Availability, Enforcement, Launched, Stdio
+from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
+from isolation.plan import SandboxPlan
+from isolation.rlimits import RLIMIT_LIMITS, rlimit_settings
+from isolation.userns import userns_status
+
+# Tests only: pretend the host lacks features, to exercise every rung of the
+# degradation ladder on a kernel that has them all. Comma-separated names:
+# "userns", "landlock", "seccomp"; and "landlock-abi=N" to cap the ABI.
+PRETEND_ENV = "_ISOLATION_TEST_PRETEND_MISSING"
+# Tests only: sandbox paths whose Landlock rules are left out (mounted but not allowed).
+UNLISTED_ENV = "_ISOLATION_TEST_LANDLOCK_UNLISTED"
+
+_KIND = {
+    "ro-bind": lib.ISO_MOUNT_RO_BIND,
+    "rw-bind": lib.ISO_MOUNT_RW_BIND,
+    "tmpfs": lib.ISO_MOUNT_TMPFS,
+    "proc": lib.ISO_MOUNT_PROC,
+    "dev": lib.ISO_MOUNT_DEV,
+    "symlink": lib.ISO_MOUNT_SYMLINK,
+    "file": lib.ISO_MOUNT_FILE,
+}
+
+_NAMESPACES = (
+    ("user", lib.ISO_F_USERNS),
+    ("mount", lib.ISO_F_MOUNTNS),
+    ("pid", lib.ISO_F_PIDNS),
+    ("net", lib.ISO_F_NETNS),
+    ("ipc", lib.ISO_F_IPCNS),
+    ("uts", lib.ISO_F_UTSNS),
+    ("cgroup", lib.ISO_F_CGROUPNS),
+)
+
+
+def _pretend() -> tuple[frozenset[str], int | None]:
+    names: set[str] = set()
+    cap: int | None = None
+    for item in os.environ.get(PRETEND_ENV, "").split(","):
+        item = item.strip()
+        if item.startswith("landlock-abi="):
+            cap = int(item.split("=", 1)[1])
+        elif item:
+            names.add(item)
+    return frozenset(names), cap
+
+
+@attrs.frozen
+class HostFeatures:
+    userns: bool
+    userns_why: str
+    landlock_abi: int
+    seccomp: bool
+
+
+def host_features() -> HostFeatures:
+    pretend, cap = _pretend()
+    ok, why = userns_status()
+    if "userns" in pretend:
+        ok, why = False, f"pretended missing ({PRETEND_ENV})"
+    abi = 0 if "landlock" in pretend else landlock.kernel_abi()
+    if cap is not None:
+        abi = min(abi, cap)
+    abi = min(abi, landlock.NEWEST_ABI)
+    return HostFeatures(ok, why, abi, "seccomp" not in pretend)
+
+
+def _cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+class NativeChild:
+    """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status."""
+
+    def __init__(self, pid: int, status_fd: int) -> None:
+        self._pid = pid
+        self._status_fd = status_fd
+        self._pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def _finish(self, status: int) -> int:
+        reported = b""
+        if self._status_fd >= 0:
+            try:
+                os.set_blocking(self._status_fd, False)
+                reported = os.read(self._status_fd, 4)
+            except BlockingIOError:
+                pass
+            os.close(self._status_fd)
+            self._status_fd = -1
+        if len(reported) == 4:
+            status = int.from_bytes(reported, "little")
+        self.returncode = os.waitstatus_to_exitcode(status)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid == self._pid:
+                return self._finish(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is not None:
+            ready, _, _ = select.select([self._pidfd], [], [], max(timeout, 0))
+            if not ready:
+                raise subprocess.TimeoutExpired("sandbox", timeout)
+        while True:
+            try:
+                _, status = os.waitpid(self._pid, 0)
+            except InterruptedError:
+                continue
+            return self._finish(status)
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self._pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sig)
+
+    def kill(self) -> None:
+        """SIGKILL to init ends the pid namespace: the kernel kills every process in it."""
+        if self.returncode is not None or self._pidfd < 0:
+            return
+        self.send_signal(signal.SIGKILL)
+
+    def __del__(self) -> None:
+        if self.returncode is None and getattr(self, "_pidfd", -1) >= 0:
+            self.kill()
+            with contextlib.suppress(ChildProcessError):
+                self.wait()
+
+
+class NativeBackend:
+    name = "native"
+    enforced_limits = RLIMIT_LIMITS
+
+    def availability(self) -> Availability:
+        host = host_features()
+        missing = self._missing(host, network=False)[1]
+        if missing:
+            return Availability(False, f"this host lacks {', '.join(missing)} (best_effort runs without them)")
+        return Availability(True, f"user namespaces, Landlock ABI {host.landlock_abi}, seccomp")
+
+    @staticmethod
+    def _missing(host: HostFeatures, *, network: bool) -> tuple[list[str], list[str]]:
+        missing: list[str] = []
+        required: list[str] = []
+        if not host.userns:
+            ns = [f"namespace:{n}" for n, _ in _NAMESPACES if n != "net" or not network]
+            missing += [*ns, "rootfs:minimal", "ids:65534"]
+            required += missing
+        ll_missing, ll_required = landlock.missing_features(host.landlock_abi, network=network)
+        missing += ll_missing
+        required += ll_required
+        if not host.seccomp:
+            missing.append("seccomp")
+            required.append("seccomp")
+        return missing, required
+
+    def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
+        host = host_features()
+        missing, required = self._missing(host, network=plan.network)
+        if plan.seccomp is None:
+            required = [r for r in required if r != "seccomp"]
+            missing = [m for m in missing if m != "seccomp"]
+        if required and enforcement == "strict":
+            why = f" ({host.userns_why})" if not host.userns else ""
+            raise IsolationUnavailable(
+                f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
+                "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
+            )
+        if not host.userns:
+            raise IsolationUnavailable(
+                "without user namespaces the native backend cannot build the sandbox's file system view "
+                f"({host.userns_why}); use the bwrap backend or enable unprivileged user namespaces"
+            )
+        keep: list[Any] = []  # cffi buffers that must outlive the call
+
+        def cstr(s: str | bytes) -> Any:
+            buf = ffi.new("char[]", s.encode() if isinstance(s, str) else s)
+            keep.append(buf)
+            return buf
+
+        def cstrs(items: list[str]) -> Any:
+            arr = ffi.new("char *[]", [cstr(x) for x in items] + [ffi.NULL])
+            keep.append(arr)
+            return arr
+
+        cfg = ffi.new("struct iso_config *")
+        flags = lib.ISO_F_CAPS
+        enforced: list[str] = []
+        for name, bit in _NAMESPACES:
+            if name == "net" and plan.network:
+                continue
+            flags |= bit
+            enforced.append(f"namespace:{name}")
+        enforced += ["rootfs:minimal", "ids:65534", "capabilities:none", "no_new_privs", "new_session"]
+        enforced += ["fds:closed", "env:cleared", "pid1:init"]
+
+        exe = plan.find_executable(plan.argv[0])
+        if exe is None:  # build_plan checked already; the host may have changed since
+            raise PolicyError(f"{plan.argv[0]} is not executable inside the sandbox")
+        cfg.argv = cstrs(list(plan.argv))
+        cfg.envp = cstrs([f"{k}={v}" for k, v in plan.env])
+        cfg.exe = cstr(exe[0])
+        cfg.cwd = cstr(plan.cwd)
+        cfg.hostname = cstr(plan.hostname)
+        cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
+        cfg.uid_inside, cfg.gid_inside = plan.uid, plan.gid
+        cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
+
+        mounts = ffi.new("struct iso_mount[]", len(plan.mounts))
+        keep.append(mounts)
+        for i, m in enumerate(plan.mounts):
+            mounts[i].kind = _KIND[m.kind]
+            mounts[i].target = cstr(m.target)
+            if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
+                mounts[i].source = cstr(os.path.realpath(m.source))
+            elif m.source is not None:
+                mounts[i].source = cstr(m.source)
+            if m.data is not None:
+                mounts[i].data = cstr(m.data)
+                mounts[i].data_len = len(m.data)
+        cfg.mounts = mounts
+        cfg.n_mounts = len(plan.mounts)
+        scratch = ffi.new("int[]", max(len(plan.mounts), 1))
+        keep.append(scratch)
+        cfg.scratch = scratch
+
+        if host.landlock_abi >= 1:
+            unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
+            rs = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
+            flags |= lib.ISO_F_LANDLOCK
+            cfg.landlock_attr_size = rs.attr_size
+            cfg.landlock_fs = rs.fs
+            cfg.landlock_net = rs.net
+            cfg.landlock_scoped = rs.scoped
+            rules = ffi.new("struct iso_rule[]", len(rs.rules))
+            keep.append(rules)
+            for i, r in enumerate(rs.rules):
+                rules[i].path = cstr(r.path)
+                rules[i].access = r.access
+            cfg.rules = rules
+            cfg.n_rules = len(rs.rules)
+            enforced.append(rs.claim())
+
+        if plan.seccomp is not None and host.seccomp:
+            flags |= lib.ISO_F_SECCOMP
+            bpf = cstr(plan.seccomp.bpf)
+            cfg.bpf = bpf
+            cfg.bpf_len = len(plan.seccomp.bpf) // 8
+            enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
+
+        settings = rlimit_settings(plan.policy.limits)
+        rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
+        keep.append(rl)
+        for i, s in enumerate(settings):
+            rl[i].resource, rl[i].soft, rl[i].hard = s.resource, s.soft, s.hard
+            enforced.append(s.claim)
+        cfg.rlimits = rl
+        cfg.n_rlimits = len(settings)
+        cfg.cap_last_cap = _cap_last_cap()
+        cfg.flags = flags
+
+        out = ffi.new("struct iso_started *")
+        if lib.iso_spawn(cfg, out) != 0:
+            step = ffi.string(out.error.step).decode(errors="replace")
+            path = ffi.string(out.error.path).decode(errors="replace")
+            err = int(out.error.err)
+            where = f" {path}" if path else ""
+            raise SandboxSetupError(
+                f"native sandbox setup failed at {step}{where}: {os.strerror(err)} (errno {err})",
+                step=step,
+                path=path,
+                errno=err,
+            )
+        child = NativeChild(int(out.pid), int(out.status_fd))
+        return Launched(child, tuple(enforced), tuple(missing))

@@ -1,0 +1,815 @@
+/* The native sandbox: everything that must happen between clone and execve.
+ *
+ * One sequence of steps, each checked; a failure is reported to the parent as
+ * (step, path, errno) through a close-on-exec pipe and the child exits.  The
+ * parent learns "the command is running" from EOF on that pipe (execve closed
+ * it), so setup errors are never silent and never hang.
+ *
+ * Process layout with a pid namespace:
+ *   caller --clone(namespaces)--> init (pid 1) --fork--> worker --execve--> command
+ * init builds the mount tree, network and hostname (namespace-wide state),
+ * drops its capabilities, then forks the worker, forwards signals to it and
+ * reaps orphans.  The worker applies the per-process restrictions (session,
+ * rlimits, Landlock, seccomp last) and executes the command.  When the
+ * worker ends, init reports its wait status and exits, and the kernel kills
+ * whatever is left in the pid namespace.
+ *
+ * Nothing here allocates memory after clone: the caller is a multi-threaded
+ * Python process, so only async-signal-safe work is done in the children.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "sandbox.h"
+
+/* ---- kernel interfaces not (or not fully) in Debian 12's headers ---------- */
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#define ISO_SYS_landlock_create_ruleset 444
+#define ISO_SYS_landlock_add_rule 445
+#define ISO_SYS_landlock_restrict_self 446
+
+#define ISO_OPEN_TREE_CLONE 1
+#define ISO_OPEN_TREE_CLOEXEC O_CLOEXEC
+#define ISO_MOVE_MOUNT_F_EMPTY_PATH 0x4
+#define ISO_MOVE_MOUNT_T_EMPTY_PATH 0x40
+#define ISO_MOUNT_ATTR_RDONLY 0x1
+#define ISO_MOUNT_ATTR_NOSUID 0x2
+#define ISO_MOUNT_ATTR_NODEV 0x4
+#define ISO_MOUNT_ATTR_NOEXEC 0x8
+#define ISO_RESOLVE_NO_MAGICLINKS 0x02
+#define ISO_RESOLVE_IN_ROOT 0x10
+#define ISO_CLOSE_RANGE_CLOEXEC 4
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+struct iso_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+
+struct iso_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+
+struct iso_landlock_ruleset_attr {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net; /* ABI 4 */
+    uint64_t scoped;             /* ABI 6 */
+};
+
+struct iso_landlock_path_beneath_attr {
+    uint64_t allowed_access;
+    int32_t parent_fd;
+} __attribute__((packed));
+
+#define ISO_LANDLOCK_RULE_PATH_BENEATH 1
+/* Rights that make sense on a file (the rest only on directories). */
+#define ISO_LANDLOCK_FILE_RIGHTS ((1ULL << 0) | (1ULL << 1) | (1ULL << 2) | (1ULL << 14) | (1ULL << 15))
+
+/* ---- error reporting ------------------------------------------------------ */
+
+static int err_fd = -1;
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+    if (src)
+        for (; src[i] && i + 1 < size; i++)
+            dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+/* Report (step, path, errno) to the caller and end this process. */
+static void __attribute__((noreturn)) die(const char *step, const char *path, int err)
+{
+    struct iso_error rec;
+    memset(&rec, 0, sizeof rec);
+    copy_str(rec.step, sizeof rec.step, step);
+    copy_str(rec.path, sizeof rec.path, path);
+    rec.err = err;
+    if (err_fd >= 0) {
+        ssize_t n;
+        do
+            n = write(err_fd, &rec, sizeof rec);
+        while (n < 0 && errno == EINTR);
+    }
+    _exit(125);
+}
+
+#define CHECK(expr, step, path)                   \
+    do {                                          \
+        if ((expr) < 0)                           \
+            die((step), (path), errno);           \
+    } while (0)
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static int write_file(const char *path, const char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, data, len);
+    int saved = errno;
+    close(fd);
+    if (n != (ssize_t)len) {
+        errno = n < 0 ? saved : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static size_t fmt_uint(char *buf, unsigned int v)
+{
+    char tmp[16];
+    size_t n = 0, i = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < sizeof tmp);
+    while (n)
+        buf[i++] = tmp[--n];
+    return i;
+}
+
+/* "inside outside 1\n" */
+static size_t fmt_map(char *buf, unsigned int inside, unsigned int outside)
+{
+    size_t n = fmt_uint(buf, inside);
+    buf[n++] = ' ';
+    n += fmt_uint(buf + n, outside);
+    memcpy(buf + n, " 1\n", 3);
+    return n + 3;
+}
+
+static int openat2_in_root(int rootfd, const char *path, int flags)
+{
+    struct iso_open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .resolve = ISO_RESOLVE_IN_ROOT | ISO_RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+/* Create every missing directory of `path` (inside `rootfd`), and the last
+ * component as a directory or an empty file; return an O_PATH fd to it.
+ * Symlinks met on the way resolve inside the new root, never on the host. */
+static int make_target(int rootfd, const char *path, int as_dir)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf || path[0] != '/') {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        int last = buf[i] == '\0';
+        buf[i] = '\0';
+        int fd = openat2_in_root(rootfd, buf, O_PATH);
+        if (fd < 0 && errno == ENOENT) {
+            char *slash = strrchr(buf, '/');
+            *slash = '\0';
+            int parent = openat2_in_root(rootfd, slash == buf ? "/" : buf, O_PATH | O_DIRECTORY);
+            *slash = '/';
+            if (parent < 0)
+                return -1;
+            int rc;
+            if (!last || as_dir) {
+                rc = mkdirat(parent, slash + 1, 0755);
+            } else {
+                rc = openat(parent, slash + 1, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+                if (rc >= 0)
+                    close(rc);
+            }
+            close(parent);
+            if (rc < 0 && errno != EEXIST)
+                return -1;
+            fd = openat2_in_root(rootfd, buf, O_PATH);
+        }
+        if (fd < 0)
+            return -1;
+        if (last)
+            return fd;
+        close(fd);
+        buf[i] = '/';
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+static char fd_path_buf[64];
+
+/* "/proc/self/fd/N": how the classic mount(2) reaches an fd's object. */
+static const char *fd_path(int fd)
+{
+    static const char prefix[] = "/proc/self/fd/";
+    memcpy(fd_path_buf, prefix, sizeof prefix - 1);
+    size_t n = fmt_uint(fd_path_buf + sizeof prefix - 1, (unsigned int)fd);
+    fd_path_buf[sizeof prefix - 1 + n] = '\0';
+    return fd_path_buf;
+}
+
+static int set_attr(int fd, uint64_t set, int recursive)
+{
+    struct iso_mount_attr attr = {.attr_set = set};
+    return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
+                        sizeof attr);
+}
+
+/* Bind the tree at `srcfd` onto `target` with mount attributes `attrs`, then
+ * check on the attached mount that read-only really stuck. */
+static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
+{
+    struct stat st;
+    CHECK(fstat(srcfd, &st), "fstat(bind source)", target);
+    int tree = (int)syscall(SYS_open_tree, srcfd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                                                          AT_RECURSIVE);
+    CHECK(tree, "open_tree", target);
+    CHECK(set_attr(tree, attrs, 1), "mount_setattr", target);
+    int dst = make_target(rootfd, target, S_ISDIR(st.st_mode));
+    CHECK(dst, "create mount point", target);
+    CHECK(syscall(SYS_move_mount, tree, "", dst, "", ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH),
+          "move_mount", target);
+    close(tree);
+    close(dst);
+    if (attrs & ISO_MOUNT_ATTR_RDONLY) {
+        struct statvfs sv;
+        int fd = openat2_in_root(rootfd, target, O_PATH);
+        CHECK(fd, "open mount", target);
+        CHECK(fstatvfs(fd, &sv), "fstatvfs", target);
+        close(fd);
+        if (!(sv.f_flag & ST_RDONLY))
+            die("verify read-only mount", target, EPERM);
+    }
+}
+
+static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
+{
+    int dst = make_target(rootfd, target, 1);
+    CHECK(dst, "create mount point", target);
+    CHECK(mount(fstype, fd_path(dst), fstype, flags, opts), fstype, target);
+    close(dst);
+}
+
+static void make_symlink(int rootfd, const char *text, const char *target)
+{
+    char parent[4096];
+    size_t len = strlen(target);
+    if (len >= sizeof parent)
+        die("symlink", target, ENAMETOOLONG);
+    memcpy(parent, target, len + 1);
+    char *slash = strrchr(parent, '/');
+    *slash = '\0';
+    int dir = slash == parent ? openat2_in_root(rootfd, "/", O_PATH | O_DIRECTORY)
+                              : make_target(rootfd, parent, 1);
+    CHECK(dir, "create parent directory", target);
+    if (symlinkat(text, dir, slash + 1) < 0 && errno != EEXIST)
+        die("symlink", target, errno);
+    close(dir);
+}
+
+/* A read-only file with fixed content: written into the staging directory
+ * (outside the new root), then bound onto the target. */
+static void make_file(int rootfd, int stagefd, int index, const struct iso_mount *m)
+{
+    char name[16];
+    name[fmt_uint(name, (unsigned int)index)] = '\0';
+    int fd = openat(stagefd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    CHECK(fd, "create file", m->target);
+    size_t done = 0;
+    while (done < m->data_len) {
+        ssize_t n = write(fd, m->data + done, m->data_len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        CHECK(n, "write file", m->target);
+        done += (size_t)n;
+    }
+    close(fd);
+    int src = openat(stagefd, name, O_PATH | O_CLOEXEC);
+    CHECK(src, "open file", m->target);
+    bind_tree(rootfd, src, m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
+    close(src);
+}
+
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+/* A minimal /dev: the harmless character devices bound from the host, a
+ * private devpts instance, a writable /dev/shm; the rest read-only. */
+static void make_dev(int rootfd, const char *target)
+{
+    char path[4096], host[64];
+    size_t tlen = strlen(target);
+    if (tlen + 32 >= sizeof path)
+        die("dev", target, ENAMETOOLONG);
+    mount_fresh(rootfd, target, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
+    memcpy(path, target, tlen);
+    for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
+        size_t n = strlen(dev_nodes[i]);
+        path[tlen] = '/';
+        memcpy(path + tlen + 1, dev_nodes[i], n + 1);
+        memcpy(host, "/dev/", 5);
+        memcpy(host + 5, dev_nodes[i], n + 1);
+        int src = open(host, O_PATH | O_CLOEXEC);
+        CHECK(src, "open", host);
+        bind_tree(rootfd, src, path, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC);
+        close(src);
+    }
+    memcpy(path + tlen, "/pts", 5);
+    mount_fresh(rootfd, path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+    memcpy(path + tlen, "/shm", 5);
+    mount_fresh(rootfd, path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    static const char *const links[][2] = {
+        {"pts/ptmx", "/ptmx"},          {"/proc/self/fd", "/fd"},       {"/proc/self/fd/0", "/stdin"},
+        {"/proc/self/fd/1", "/stdout"}, {"/proc/self/fd/2", "/stderr"},
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        memcpy(path + tlen, links[i][1], strlen(links[i][1]) + 1);
+        make_symlink(rootfd, links[i][0], path);
+    }
+    path[tlen] = '\0';
+    int fd = openat2_in_root(rootfd, path, O_PATH | O_DIRECTORY);
+    CHECK(fd, "open", path);
+    CHECK(set_attr(fd, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0),
+          "mount_setattr", path);
+    close(fd);
+}
+
+static const char *const proc_covered[] = {"/sys", "/sysrq-trigger", "/irq", "/bus", "/fs"};
+
+/* A fresh /proc for the new pid namespace, with the host-wide knobs in it
+ * made read-only (as root-mapped sandboxes would otherwise own them). */
+static void make_proc(int rootfd, const char *target)
+{
+    char path[4096];
+    size_t tlen = strlen(target);
+    if (tlen + 32 >= sizeof path)
+        die("proc", target, ENAMETOOLONG);
+    mount_fresh(rootfd, target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    memcpy(path, target, tlen);
+    for (size_t i = 0; i < sizeof proc_covered / sizeof proc_covered[0]; i++) {
+        memcpy(path + tlen, proc_covered[i], strlen(proc_covered[i]) + 1);
+        int src = openat2_in_root(rootfd, path, O_PATH);
+        if (src < 0 && errno == ENOENT)
+            continue;
+        CHECK(src, "open", path);
+        bind_tree(rootfd, src, path, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
+                                         ISO_MOUNT_ATTR_NOEXEC);
+        close(src);
+    }
+}
+
+/* ---- the steps ------------------------------------------------------------- */
+
+static void setup_mounts(const struct iso_config *cfg)
+{
+    /* Bind sources are opened first, while the host tree is unobstructed. */
+    for (int i = 0; i < cfg->n_mounts; i++) {
+        const struct iso_mount *m = &cfg->mounts[i];
+        cfg->scratch[i] = -1;
+        if (m->kind == ISO_MOUNT_RO_BIND || m->kind == ISO_MOUNT_RW_BIND) {
+            cfg->scratch[i] = open(m->source, O_PATH | O_CLOEXEC);
+            CHECK(cfg->scratch[i], "open bind source", m->source);
+        }
+    }
+    CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "make mounts private", "/");
+    /* /tmp holds the scaffolding: the new root and the staging directory for
+     * generated files.  Only the new root survives pivot_root. */
+    CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700"), "mount scaffolding tmpfs", "/tmp");
+    CHECK(mkdir("/tmp/root", 0755), "mkdir", "/tmp/root");
+    CHECK(mkdir("/tmp/files", 0700), "mkdir", "/tmp/files");
+    CHECK(mount("tmpfs", "/tmp/root", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"), "mount root tmpfs", "/tmp/root");
+    int rootfd = open("/tmp/root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(rootfd, "open", "/tmp/root");
+    int stagefd = open("/tmp/files", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(stagefd, "open", "/tmp/files");
+
+    for (int i = 0; i < cfg->n_mounts; i++) {
+        const struct iso_mount *m = &cfg->mounts[i];
+        switch (m->kind) {
+        case ISO_MOUNT_RO_BIND:
+            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID |
+                                                              ISO_MOUNT_ATTR_NODEV);
+            break;
+        case ISO_MOUNT_RW_BIND:
+            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
+            break;
+        case ISO_MOUNT_TMPFS:
+            mount_fresh(rootfd, m->target, "tmpfs", MS_NOSUID | MS_NODEV,
+                        strcmp(m->target, "/tmp") == 0 ? "mode=1777" : "mode=0755");
+            break;
+        case ISO_MOUNT_PROC:
+            make_proc(rootfd, m->target);
+            break;
+        case ISO_MOUNT_DEV:
+            make_dev(rootfd, m->target);
+            break;
+        case ISO_MOUNT_SYMLINK:
+            make_symlink(rootfd, m->source, m->target);
+            break;
+        case ISO_MOUNT_FILE:
+            make_file(rootfd, stagefd, i, m);
+            break;
+        default:
+            die("unknown mount kind", m->target, EINVAL);
+        }
+        if (cfg->scratch[i] >= 0) {
+            close(cfg->scratch[i]);
+            cfg->scratch[i] = -1;
+        }
+    }
+    close(stagefd);
+
+    /* Enter the new root; the old one is stacked beneath it and detached. */
+    CHECK(fchdir(rootfd), "chdir", "/tmp/root");
+    CHECK(syscall(SYS_pivot_root, ".", "."), "pivot_root", "/tmp/root");
+    CHECK(umount2(".", MNT_DETACH), "detach old root", "/");
+    CHECK(chdir("/"), "chdir", "/");
+    close(rootfd);
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(root, "open", "/");
+    CHECK(set_attr(root, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 0), "mount_setattr",
+          "/");
+    struct statvfs sv;
+    CHECK(fstatvfs(root, &sv), "fstatvfs", "/");
+    if (!(sv.f_flag & ST_RDONLY))
+        die("verify read-only mount", "/", EPERM);
+    close(root);
+}
+
+static void loopback_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(s, "socket", "lo");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    CHECK(ioctl(s, SIOCGIFFLAGS, &ifr), "ioctl(SIOCGIFFLAGS)", "lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    CHECK(ioctl(s, SIOCSIFFLAGS, &ifr), "ioctl(SIOCSIFFLAGS)", "lo");
+    close(s);
+}
+
+static void drop_capabilities(const struct iso_config *cfg)
+{
+    for (int cap = 0; cap <= cfg->cap_last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            die("prctl(PR_CAPBSET_DROP)", NULL, errno);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    CHECK(syscall(SYS_capset, &hdr, data), "capset", NULL);
+}
+
+static void apply_landlock(const struct iso_config *cfg)
+{
+    struct iso_landlock_ruleset_attr attr = {
+        .handled_access_fs = cfg->landlock_fs,
+        .handled_access_net = cfg->landlock_net,
+        .scoped = cfg->landlock_scoped,
+    };
+    int ruleset = (int)syscall(ISO_SYS_landlock_create_ruleset, &attr, (size_t)cfg->landlock_attr_size, 0);
+    CHECK(ruleset, "landlock_create_ruleset", NULL);
+    for (int i = 0; i < cfg->n_rules; i++) {
+        const struct iso_rule *r = &cfg->rules[i];
+        int fd = open(r->path, O_PATH | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue; /* nothing there: nothing to allow */
+        CHECK(fd, "open landlock rule path", r->path);
+        struct stat st;
+        CHECK(fstat(fd, &st), "fstat", r->path);
+        struct iso_landlock_path_beneath_attr pb = {
+            .allowed_access = r->access & cfg->landlock_fs,
+            .parent_fd = fd,
+        };
+        if (!S_ISDIR(st.st_mode))
+            pb.allowed_access &= ISO_LANDLOCK_FILE_RIGHTS;
+        CHECK(syscall(ISO_SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_PATH_BENEATH, &pb, 0),
+              "landlock_add_rule", r->path);
+        close(fd);
+    }
+    CHECK(syscall(ISO_SYS_landlock_restrict_self, ruleset, 0), "landlock_restrict_self", NULL);
+    close(ruleset);
+}
+
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &sa, NULL); /* EINVAL for the libc-reserved ones: harmless */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Move the three stdio fds into place even when they collide with 0-2. */
+static void setup_stdio(const struct iso_config *cfg)
+{
+    int tmp[3];
+    for (int i = 0; i < 3; i++) {
+        tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3);
+        CHECK(tmp[i], "dup stdio", NULL);
+    }
+    for (int i = 0; i < 3; i++) {
+        CHECK(dup2(tmp[i], i), "dup2 stdio", NULL);
+        close(tmp[i]);
+    }
+}
+
+/* The worker: per-process restrictions, then the command. */
+static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg, int forked_by_init)
+{
+    reset_signals();
+    if (setsid() < 0 && errno != EPERM)
+        die("setsid", NULL, errno);
+    if (forked_by_init)
+        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
+    setup_stdio(cfg);
+    for (int i = 0; i < cfg->n_rlimits; i++) {
+        struct rlimit rl = {.rlim_cur = cfg->rlimits[i].soft, .rlim_max = cfg->rlimits[i].hard};
+        CHECK(setrlimit(cfg->rlimits[i].resource, &rl), "setrlimit", NULL);
+    }
+    CHECK(chdir(cfg->cwd), "chdir", cfg->cwd);
+    if ((cfg->flags & ISO_F_CAPS) && !forked_by_init) /* init dropped them for both */
+        drop_capabilities(cfg);
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    if (cfg->flags & ISO_F_LANDLOCK)
+        apply_landlock(cfg);
+    /* Every descriptor but 0-2 closes at execve (the error pipe included). */
+    CHECK(syscall(SYS_close_range, 3, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
+    if (cfg->flags & ISO_F_SECCOMP) {
+        struct sock_fprog prog = {.len = (unsigned short)cfg->bpf_len, .filter = (struct sock_filter *)cfg->bpf};
+        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
+    }
+    execve(cfg->exe, (char *const *)cfg->argv, (char *const *)cfg->envp);
+    die("execve", cfg->exe, errno);
+}
+
+/* pid 1: forward signals to the worker, reap everything, report the worker's
+ * wait status, exit.  Exiting makes the kernel kill the rest of the namespace. */
+static void __attribute__((noreturn)) run_init(pid_t worker, int status_fd)
+{
+    sigset_t all;
+    sigfillset(&all);
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(worker, sig);
+            continue;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid != worker)
+                continue;
+            uint32_t st = (uint32_t)status;
+            ssize_t n;
+            do
+                n = write(status_fd, &st, sizeof st);
+            while (n < 0 && errno == EINTR);
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
+static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int sync_fd, int status_fd)
+{
+    /* Die with the caller; and if it is already gone, the sync pipe says so. */
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
+    char go;
+    ssize_t n;
+    do
+        n = read(sync_fd, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(125);
+    close(sync_fd);
+
+    if (cfg->flags & ISO_F_MOUNTNS)
+        setup_mounts(cfg);
+    if (cfg->flags & ISO_F_NETNS)
+        loopback_up();
+    if (cfg->flags & ISO_F_UTSNS)
+        CHECK(sethostname(cfg->hostname, strlen(cfg->hostname)), "sethostname", cfg->hostname);
+
+    if (!(cfg->flags & ISO_F_PIDNS))
+        exec_command(cfg, 0);
+
+    /* init keeps no privilege it does not need, and cannot be inspected. */
+    if (cfg->flags & ISO_F_CAPS)
+        drop_capabilities(cfg);
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)", NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    /* A raw clone, not fork(): glibc's fork takes the malloc locks, which
+     * another thread of the caller may have held when we were cloned. */
+    pid_t worker = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    CHECK(worker, "fork", NULL);
+    if (worker == 0)
+        exec_command(cfg, 1);
+    /* Keep only the status pipe: EOF on the error pipe must come from the
+     * worker's execve, and the sandbox's stdio must not be held open by init. */
+    if (dup2(status_fd, 3) < 0)
+        die("dup2", NULL, errno);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd = 0; fd < 3; fd++)
+        if (devnull >= 0)
+            dup2(devnull, fd);
+    syscall(SYS_close_range, 4, ~0U, 0);
+    err_fd = -1;
+    run_init(worker, 3);
+}
+
+/* ---- the caller's side ------------------------------------------------------ */
+
+static void fail(struct iso_started *out, const char *step, const char *path, int err)
+{
+    copy_str(out->error.step, sizeof out->error.step, step);
+    copy_str(out->error.path, sizeof out->error.path, path);
+    out->error.err = err;
+}
+
+static int write_id_maps(const struct iso_config *cfg, pid_t pid, struct iso_started *out)
+{
+    char path[64], map[64];
+    static const char *const files[] = {"setgroups", "uid_map", "gid_map"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = 6;
+        memcpy(path, "/proc/", 6);
+        n += fmt_uint(path + n, (unsigned int)pid);
+        path[n++] = '/';
+        memcpy(path + n, files[i], strlen(files[i]) + 1);
+        size_t len;
+        if (i == 0) {
+            memcpy(map, "deny", 4);
+            len = 4;
+        } else if (i == 1) {
+            len = fmt_map(map, cfg->uid_inside, cfg->uid_outside);
+        } else {
+            len = fmt_map(map, cfg->gid_inside, cfg->gid_outside);
+        }
+        if (write_file(path, map, len) < 0) {
+            fail(out, "write id map", path, errno);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
+{
+    int sync_pipe[2], err_pipe[2], status_pipe[2];
+    memset(out, 0, sizeof *out);
+    out->pid = -1;
+    out->status_fd = -1;
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+        fail(out, "pipe2", NULL, errno);
+        return -1;
+    }
+    if (pipe2(err_pipe, O_CLOEXEC) < 0) {
+        fail(out, "pipe2", NULL, errno);
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        return -1;
+    }
+    if (pipe2(status_pipe, O_CLOEXEC) < 0) {
+        fail(out, "pipe2", NULL, errno);
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        close(err_pipe[0]);
+        close(err_pipe[1]);
+        return -1;
+    }
+
+    long flags = SIGCHLD;
+    if (cfg->flags & ISO_F_USERNS)
+        flags |= CLONE_NEWUSER;
+    if (cfg->flags & ISO_F_MOUNTNS)
+        flags |= CLONE_NEWNS;
+    if (cfg->flags & ISO_F_PIDNS)
+        flags |= CLONE_NEWPID;
+    if (cfg->flags & ISO_F_NETNS)
+        flags |= CLONE_NEWNET;
+    if (cfg->flags & ISO_F_IPCNS)
+        flags |= CLONE_NEWIPC;
+    if (cfg->flags & ISO_F_UTSNS)
+        flags |= CLONE_NEWUTS;
+    if (cfg->flags & ISO_F_CGROUPNS)
+        flags |= CLONE_NEWCGROUP;
+
+    pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
+    if (pid == 0) {
+        close(sync_pipe[1]);
+        close(err_pipe[0]);
+        close(status_pipe[0]);
+        err_fd = err_pipe[1];
+        child_main(cfg, sync_pipe[0], status_pipe[1]);
+    }
+    int saved = errno;
+    close(sync_pipe[0]);
+    close(err_pipe[1]);
+    close(status_pipe[1]);
+    if (pid < 0) {
+        fail(out, "clone", NULL, saved);
+        close(sync_pipe[1]);
+        close(err_pipe[0]);
+        close(status_pipe[0]);
+        return -1;
+    }
+
+    int rc = 0;
+    if ((cfg->flags & ISO_F_USERNS) && write_id_maps(cfg, pid, out) < 0)
+        rc = -1;
+    if (rc == 0 && write(sync_pipe[1], "g", 1) != 1) {
+        fail(out, "release child", NULL, errno);
+        rc = -1;
+    }
+    close(sync_pipe[1]);
+    if (rc == 0) {
+        struct iso_error rec;
+        size_t got = 0;
+        while (got < sizeof rec) {
+            ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got == sizeof rec) {
+            out->error = rec;
+            out->error.step[sizeof rec.step - 1] = '\0';
+            out->error.path[sizeof rec.path - 1] = '\0';
+            rc = -1;
+        } else if (got != 0) {
+            fail(out, "read setup report", NULL, EIO);
+            rc = -1;
+        }
+    }
+    close(err_pipe[0]);
+    if (rc < 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        close(status_pipe[0]);
+        return -1;
+    }
+    out->pid = pid;
+    out->status_fd = status_pipe[0];
+    return 0;
+}

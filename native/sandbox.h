@@ -1,0 +1,90 @@
+/* The interface between isolation/backends/native.py and sandbox.c.
+ *
+ * Python resolves the policy into this flat description (every path, every
+ * Landlock mask, the seccomp program); C only performs it between clone and
+ * execve.  This file is parsed by cffi's cdef, so it holds plain declarations
+ * only: no #include, no macros with expressions.
+ */
+
+/* Mount kinds, applied in array order inside the new root. */
+#define ISO_MOUNT_RO_BIND 1
+#define ISO_MOUNT_RW_BIND 2
+#define ISO_MOUNT_TMPFS 3
+#define ISO_MOUNT_PROC 4
+#define ISO_MOUNT_DEV 5
+#define ISO_MOUNT_SYMLINK 6
+#define ISO_MOUNT_FILE 7
+
+/* iso_config.flags */
+#define ISO_F_USERNS 1     /* new user namespace with the maps below */
+#define ISO_F_MOUNTNS 2    /* new mount namespace, minimal root, pivot_root */
+#define ISO_F_PIDNS 4      /* new pid namespace with our init as pid 1 */
+#define ISO_F_NETNS 8      /* new network namespace, loopback up */
+#define ISO_F_IPCNS 16
+#define ISO_F_UTSNS 32
+#define ISO_F_CGROUPNS 64
+#define ISO_F_LANDLOCK 128
+#define ISO_F_SECCOMP 256
+#define ISO_F_CAPS 512     /* drop every capability (all five sets) */
+
+struct iso_mount {
+    int kind;
+    const char *source;   /* host path (binds) or link text (symlink) */
+    const char *target;   /* absolute path inside the sandbox */
+    const char *data;     /* file content (ISO_MOUNT_FILE) */
+    size_t data_len;
+};
+
+struct iso_rule {
+    const char *path;     /* path inside the sandbox (after pivot_root) */
+    uint64_t access;      /* LANDLOCK_ACCESS_FS_* allowed beneath it */
+};
+
+struct iso_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct iso_config {
+    const char *const *argv;
+    const char *const *envp;
+    const char *exe;          /* absolute path of argv[0] inside the sandbox */
+    const char *cwd;
+    const char *hostname;
+    int flags;
+    int stdio[3];
+    unsigned int uid_inside;
+    unsigned int gid_inside;
+    unsigned int uid_outside;
+    unsigned int gid_outside;
+    const struct iso_mount *mounts;
+    int n_mounts;
+    int *scratch;             /* n_mounts ints the child uses for source fds */
+    int landlock_attr_size;   /* 8, 16 or 24: which ruleset fields the ABI knows */
+    uint64_t landlock_fs;     /* handled_access_fs */
+    uint64_t landlock_net;    /* handled_access_net (0: network not restricted) */
+    uint64_t landlock_scoped;
+    const struct iso_rule *rules;
+    int n_rules;
+    const void *bpf;          /* struct sock_filter[] from libseccomp */
+    size_t bpf_len;           /* in instructions */
+    const struct iso_rlimit *rlimits;
+    int n_rlimits;
+    int cap_last_cap;
+};
+
+struct iso_error {
+    char step[48];
+    char path[1024];
+    int err;
+};
+
+struct iso_started {
+    int pid;          /* our init (pid 1 inside), or the command itself without a pid namespace */
+    int status_fd;    /* read end: init writes the command's wait status (4 bytes) */
+    struct iso_error error;
+};
+
+/* 0: the command was executed.  -1: setup failed, `out->error` says where. */
+int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
