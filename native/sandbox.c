@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -591,6 +592,11 @@ static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg,
     die("execve", cfg->exe, errno);
 }
 
+static int worker_main(void *arg)
+{
+    exec_command((const struct iso_config *)arg, 1);
+}
+
 /* pid 1: forward signals to the worker, reap everything, report the worker's
  * wait status, exit.  Exiting makes the kernel kill the rest of the namespace. */
 static void __attribute__((noreturn)) run_init(pid_t worker, int status_fd)
@@ -656,12 +662,17 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
-    /* A raw clone, not fork(): glibc's fork takes the malloc locks, which
-     * another thread of the caller may have held when we were cloned. */
-    pid_t worker = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    CHECK(worker, "fork", NULL);
-    if (worker == 0)
-        exec_command(cfg, 1);
+    /* The worker shares init's memory until it execs (vfork semantics):
+     * copying the caller's large address space a second time would cost
+     * more than the rest of the setup.  init is suspended meanwhile, and
+     * the worker touches nothing of init's but its own stack. */
+    const size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        die("mmap(worker stack)", NULL, errno);
+    pid_t worker = clone(worker_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
+    CHECK(worker, "clone(worker)", NULL);
+    munmap(stack, stack_size);
     /* Keep only the status pipe: EOF on the error pipe must come from the
      * worker's execve, and the sandbox's stdio must not be held open by init. */
     if (dup2(status_fd, 3) < 0)
