@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 from typing import Any
 
 import attrs
@@ -22,7 +24,7 @@ from isolation import landlock
 from isolation._native import ffi, lib
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
-from isolation.plan import SandboxPlan
+from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.rlimits import RLIMIT_LIMITS, rlimit_settings
 from isolation.userns import userns_status
 
@@ -97,9 +99,11 @@ def _cap_last_cap() -> int:
 class NativeChild:
     """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status."""
 
-    def __init__(self, pid: int, status_fd: int) -> None:
+    def __init__(self, pid: int, status_fd: int, *, group: bool = False, cleanup: _Layout | None = None) -> None:
         self._pid = pid
         self._status_fd = status_fd
+        self._group = group  # no pid namespace: the command leads its own process group
+        self._cleanup = cleanup
         self._pidfd = os.pidfd_open(pid)
         self.returncode: int | None = None
 
@@ -122,6 +126,11 @@ class NativeChild:
         self.returncode = os.waitstatus_to_exitcode(status)
         os.close(self._pidfd)
         self._pidfd = -1
+        if self._group:  # what the command left in its process group goes with it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
+        if self._cleanup is not None:
+            self._cleanup.cleanup()
         return self.returncode
 
     def poll(self) -> int | None:
@@ -154,6 +163,9 @@ class NativeChild:
         """SIGKILL to init ends the pid namespace: the kernel kills every process in it."""
         if self.returncode is not None or self._pidfd < 0:
             return
+        if self._group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
         self.send_signal(signal.SIGKILL)
 
     def __del__(self) -> None:
@@ -202,11 +214,16 @@ class NativeBackend:
                 f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
                 "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
             )
-        if not host.userns:
-            raise IsolationUnavailable(
-                "without user namespaces the native backend cannot build the sandbox's file system view "
-                f"({host.userns_why}); use the bwrap backend or enable unprivileged user namespaces"
-            )
+        layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
+        try:
+            return self._start(plan, stdio, host, layout, missing + list(layout.missing))
+        except BaseException:
+            layout.cleanup()
+            raise
+
+    def _start(
+        self, plan: SandboxPlan, stdio: Stdio, host: HostFeatures, layout: _Layout, missing: list[str]
+    ) -> Launched:
         keep: list[Any] = []  # cffi buffers that must outlive the call
 
         def cstr(s: str | bytes) -> Any:
@@ -220,31 +237,20 @@ class NativeBackend:
             return arr
 
         cfg = ffi.new("struct iso_config *")
-        flags = lib.ISO_F_CAPS
-        enforced: list[str] = []
-        for name, bit in _NAMESPACES:
-            if name == "net" and plan.network:
-                continue
-            flags |= bit
-            enforced.append(f"namespace:{name}")
-        enforced += ["rootfs:minimal", "ids:65534", "capabilities:none", "no_new_privs", "new_session"]
-        enforced += ["fds:closed", "env:cleared", "pid1:init"]
-
-        exe = plan.find_executable(plan.argv[0])
-        if exe is None:  # build_plan checked already; the host may have changed since
-            raise PolicyError(f"{plan.argv[0]} is not executable inside the sandbox")
+        flags = layout.flags
+        enforced = list(layout.enforced)
         cfg.argv = cstrs(list(plan.argv))
-        cfg.envp = cstrs([f"{k}={v}" for k, v in plan.env])
-        cfg.exe = cstr(exe[0])
-        cfg.cwd = cstr(plan.cwd)
+        cfg.envp = cstrs([f"{k}={v}" for k, v in layout.env])
+        cfg.exe = cstr(layout.exe)
+        cfg.cwd = cstr(layout.cwd)
         cfg.hostname = cstr(plan.hostname)
         cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
         cfg.uid_inside, cfg.gid_inside = plan.uid, plan.gid
         cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
 
-        mounts = ffi.new("struct iso_mount[]", len(plan.mounts))
+        mounts = ffi.new("struct iso_mount[]", max(len(layout.mounts), 1))
         keep.append(mounts)
-        for i, m in enumerate(plan.mounts):
+        for i, m in enumerate(layout.mounts):
             mounts[i].kind = _KIND[m.kind]
             mounts[i].target = cstr(m.target)
             if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
@@ -255,14 +261,13 @@ class NativeBackend:
                 mounts[i].data = cstr(m.data)
                 mounts[i].data_len = len(m.data)
         cfg.mounts = mounts
-        cfg.n_mounts = len(plan.mounts)
-        scratch = ffi.new("int[]", max(len(plan.mounts), 1))
+        cfg.n_mounts = len(layout.mounts)
+        scratch = ffi.new("int[]", max(len(layout.mounts), 1))
         keep.append(scratch)
         cfg.scratch = scratch
 
-        if host.landlock_abi >= 1:
-            unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
-            rs = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
+        if layout.ruleset is not None:
+            rs = layout.ruleset
             flags |= lib.ISO_F_LANDLOCK
             cfg.landlock_attr_size = rs.attr_size
             cfg.landlock_fs = rs.fs
@@ -279,17 +284,16 @@ class NativeBackend:
 
         if plan.seccomp is not None and host.seccomp:
             flags |= lib.ISO_F_SECCOMP
-            bpf = cstr(plan.seccomp.bpf)
-            cfg.bpf = bpf
+            cfg.bpf = cstr(plan.seccomp.bpf)
             cfg.bpf_len = len(plan.seccomp.bpf) // 8
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
 
         settings = rlimit_settings(plan.policy.limits)
         rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
         keep.append(rl)
-        for i, s in enumerate(settings):
-            rl[i].resource, rl[i].soft, rl[i].hard = s.resource, s.soft, s.hard
-            enforced.append(s.claim)
+        for i, st in enumerate(settings):
+            rl[i].resource, rl[i].soft, rl[i].hard = st.resource, st.soft, st.hard
+            enforced.append(st.claim)
         cfg.rlimits = rl
         cfg.n_rlimits = len(settings)
         cfg.cap_last_cap = _cap_last_cap()
@@ -307,5 +311,95 @@ class NativeBackend:
                 path=path,
                 errno=err,
             )
-        child = NativeChild(int(out.pid), int(out.status_fd))
+        child = NativeChild(int(out.pid), int(out.status_fd), group=not (flags & lib.ISO_F_PIDNS), cleanup=layout)
         return Launched(child, tuple(enforced), tuple(missing))
+
+
+@attrs.frozen
+class _Layout:
+    """What C is asked to build: mounts, Landlock rules, and where the command starts."""
+
+    flags: int
+    mounts: tuple[Mount, ...]
+    ruleset: landlock.Ruleset | None
+    exe: str
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+    enforced: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    scratch_dir: str | None = None  # host directory to remove after the run
+
+    def cleanup(self) -> None:
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+def _executable(plan: SandboxPlan) -> tuple[str, str]:
+    exe = plan.find_executable(plan.argv[0])
+    if exe is None:  # build_plan checked already; the host may have changed since
+        raise PolicyError(f"{plan.argv[0]} is not executable inside the sandbox")
+    return exe
+
+
+def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
+    flags = lib.ISO_F_CAPS
+    enforced: list[str] = []
+    for name, bit in _NAMESPACES:
+        if name == "net" and plan.network:
+            continue
+        flags |= bit
+        enforced.append(f"namespace:{name}")
+    enforced += ["rootfs:minimal", "ids:65534", "capabilities:none", "no_new_privs", "new_session"]
+    enforced += ["fds:closed", "env:cleared", "pid1:init"]
+    ruleset = None
+    if host.landlock_abi >= 1:
+        unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
+        ruleset = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
+    return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
+
+
+def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
+    """Best effort without user namespaces: the command sees the host's file
+    tree, and Landlock alone decides what it may touch. Only identity binds
+    can be honoured (nothing can appear at another path), /work and /tmp
+    become private host directories, and TMPDIR points at the latter."""
+    if host.landlock_abi < 1:
+        raise IsolationUnavailable(
+            "without user namespaces and without Landlock nothing would restrict the file system; refusing to run"
+        )
+    scratch = tempfile.mkdtemp(prefix="isolation-")
+    os.chmod(scratch, 0o700)
+    work, tmp = os.path.join(scratch, "work"), os.path.join(scratch, "tmp")
+    os.mkdir(work)
+    os.mkdir(tmp)
+    try:
+        rules: list[landlock.Rule] = []
+        for m in plan.mounts:
+            if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
+                if m.target == WORK_DIR:
+                    work = m.source
+                elif os.path.realpath(m.source) != os.path.realpath(m.target):
+                    raise IsolationUnavailable(
+                        f"without a mount namespace {m.source} cannot appear at {m.target}; "
+                        "bind it at its own path, or use the bwrap backend"
+                    )
+                rules.append(landlock.Rule(m.source, landlock.READ if m.kind == "ro-bind" else landlock.WRITE))
+        rules += [landlock.Rule(work, landlock.WRITE), landlock.Rule(tmp, landlock.WRITE)]
+        rules += [landlock.Rule(f"/dev/{d}", landlock.DEVICES) for d in ("null", "zero", "full", "random", "urandom")]
+        rules += [landlock.Rule("/proc", landlock.PROC)]
+        abi = host.landlock_abi
+        net = landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP if abi >= 4 and not plan.network else 0
+        scoped = landlock.SCOPE_ABSTRACT_UNIX_SOCKET | landlock.SCOPE_SIGNAL if abi >= 6 else 0
+        ruleset = landlock.Ruleset(abi=abi, fs=landlock.handled_fs(abi), net=net, scoped=scoped, rules=tuple(rules))
+        sandbox_exe, host_exe = _executable(plan)
+        cwd = work if plan.cwd == WORK_DIR else plan.cwd
+        env = {**dict(plan.env), "TMPDIR": tmp}
+        if env.get("HOME") == WORK_DIR:
+            env["HOME"] = work
+        flags = lib.ISO_F_CAPS if os.geteuid() == 0 else 0
+        enforced = ["capabilities:none", "no_new_privs", "new_session", "fds:closed", "env:cleared"]
+        missing = ("tmp:private-path", "work:at-/work", "files:/etc/passwd")
+        return _Layout(flags, (), ruleset, host_exe, cwd, tuple(env.items()), tuple(enforced), missing, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
