@@ -1,0 +1,246 @@
+"""Native-backend guarantees the bwrap backend does not make, and every rung of
+its degradation ladder; each attack has a control where the same probe succeeds."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+import isolation
+from isolation import IsolationPolicy
+from isolation.backends.base import Stdio
+from isolation.backends.native import PRETEND_ENV, UNLISTED_ENV, NativeBackend
+from isolation.errors import IsolationUnavailable, SandboxSetupError
+from isolation.plan import build_plan
+from isolation.policy import Bind
+
+pytestmark = pytest.mark.security
+PYTHON = "/usr/bin/python3"
+
+
+def py(code: str, policy: IsolationPolicy | None = None, **kw: object) -> isolation.RunResult:
+    return isolation.run([PYTHON, "-c", code], policy, backend="native", timeout=60, **kw)  # type: ignore[arg-type]
+
+
+def mounted_at_data(host: Path) -> IsolationPolicy:
+    return IsolationPolicy(ro_binds=(Bind(host=str(host), sandbox="/data"),))
+
+
+def pretend(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(PRETEND_ENV, value)
+
+
+# -- Landlock ---------------------------------------------------------------------
+
+def test_landlock_denies_a_path_that_is_mounted_but_not_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").write_text("visible")
+    policy = mounted_at_data(tmp_path)  # not under /tmp, whose own rule would cover it
+    probe = "print(open('/data/data').read())"
+    assert py(probe, policy).stdout == b"visible\n"  # control: mounted and allowed
+    monkeypatch.setenv(UNLISTED_ENV, "/data")
+    res = py(probe, policy)
+    assert res.returncode != 0 and b"PermissionError" in res.stderr
+
+
+TCP_BIND = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('bound')"
+
+
+def test_landlock_denies_tcp_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = py(TCP_BIND)
+    assert res.returncode != 0 and b"PermissionError" in res.stderr
+    assert py(TCP_BIND, IsolationPolicy(network=True)).stdout == b"bound\n"  # control: Network declared
+    pretend(monkeypatch, "landlock-abi=3")  # control: an ABI without TCP rules leaves only the netns
+    assert py(TCP_BIND).stdout == b"bound\n"
+
+
+@pytest.fixture
+def host_abstract_socket() -> tuple[str, socket.socket]:
+    name = f"isolation-test-{uuid.uuid4().hex}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0" + name)
+    srv.listen(8)
+    yield name, srv
+    srv.close()
+
+
+ABSTRACT_CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect("\\0" + sys.argv[1]); print("connected")
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+
+def test_host_abstract_socket_unreachable_even_with_network(
+    host_abstract_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, _ = host_abstract_socket
+    net = IsolationPolicy(network=True)
+    argv = [PYTHON, "-c", ABSTRACT_CONNECT, name]
+    res = isolation.run(argv, net, backend="native", timeout=60)
+    assert res.stdout.startswith(b"refused"), res
+    assert "landlock:abi=" in " ".join(res.enforced) and "scope" in " ".join(res.enforced)
+    # Control 1: the probe connects from the host.
+    host = subprocess.run(argv, capture_output=True, timeout=60, check=True)
+    assert host.stdout == b"connected\n"
+    # Control 2: without Landlock scoping (ABI 5) the shared network namespace lets it through,
+    # so it is the scope rule, not something else, that refuses above.
+    pretend(monkeypatch, "landlock-abi=5")
+    res = isolation.run(argv, net, backend="native", timeout=60, enforcement="best_effort")
+    assert res.stdout == b"connected\n" and "landlock:scope" in res.missing
+
+
+def test_host_processes_cannot_be_signalled_even_without_a_pid_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        code = (
+            f"import os\ntry:\n os.kill({victim.pid}, 0); print('signalled')\n"
+            "except OSError as e:\n print('refused', e.errno)"
+        )
+        probe = [PYTHON, "-c", code]
+        pretend(monkeypatch, "userns")  # no pid namespace: only Landlock's signal scope stands in the way
+        res = isolation.run(probe, backend="native", timeout=60, enforcement="best_effort")
+        assert res.stdout.startswith(b"refused"), res
+        pretend(monkeypatch, "userns,landlock-abi=5")  # control: without the scope the same probe reaches it
+        res = isolation.run(probe, backend="native", timeout=60, enforcement="best_effort")
+        assert res.stdout == b"signalled\n", res
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+# -- the degradation ladder ----------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("missing", "network", "refused_for"),
+    [
+        ("userns", False, "namespace:user"),
+        ("landlock", False, "landlock:fs"),
+        ("seccomp", False, "seccomp"),
+        ("landlock-abi=5", True, "landlock:scope"),
+    ],
+)
+def test_strict_refuses_what_the_host_lacks(
+    monkeypatch: pytest.MonkeyPatch, missing: str, network: bool, refused_for: str
+) -> None:
+    pretend(monkeypatch, missing)
+    with pytest.raises(IsolationUnavailable, match=refused_for):
+        isolation.run(["true"], IsolationPolicy(network=network), backend="native")
+
+
+@pytest.mark.parametrize("abi", [1, 2, 3, 4, 5, 6])
+def test_older_landlock_abi_is_reported_exactly(monkeypatch: pytest.MonkeyPatch, abi: int) -> None:
+    pretend(monkeypatch, f"landlock-abi={abi}")
+    res = isolation.run(["true"], backend="native", enforcement="best_effort")
+    assert res.returncode == 0
+    claim = next(e for e in res.enforced if e.startswith("landlock:"))
+    assert claim.startswith(f"landlock:abi={abi}:fs")
+    expected = {"refer": 2, "truncate": 3, "net": 4, "ioctl_dev": 5, "scope": 6}
+    assert sorted(m for m in res.missing if m.startswith("landlock:")) == sorted(
+        f"landlock:{f}" for f, level in expected.items() if abi < level
+    )
+    # ABI 3 and older still run in strict mode without Network: nothing required is missing.
+    assert isolation.run(["true"], backend="native").returncode == 0
+
+
+def test_best_effort_without_seccomp_really_runs_unfiltered(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = "print([l for l in open('/proc/self/status') if l.startswith('Seccomp:')][0].split()[1])"
+    assert py(status).stdout == b"2\n"  # control: filtered
+    pretend(monkeypatch, "seccomp")
+    res = py(status, enforcement="best_effort")
+    assert res.stdout == b"0\n" and "seccomp" in res.missing
+    assert not any(e.startswith("seccomp:") for e in res.enforced)
+
+
+def test_best_effort_without_landlock_lists_it_and_loses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").write_text("visible")
+    policy = mounted_at_data(tmp_path)
+    monkeypatch.setenv(UNLISTED_ENV, "/data")
+    probe = "print(open('/data/data').read())"
+    assert py(probe, policy).returncode != 0  # control: Landlock denies
+    pretend(monkeypatch, "landlock")
+    res = py(probe, policy, enforcement="best_effort")
+    assert res.stdout == b"visible\n"
+    assert "landlock:fs" in res.missing and not any(e.startswith("landlock:") for e in res.enforced)
+
+
+def test_best_effort_without_user_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    readable = tmp_path / "readable"
+    readable.mkdir()
+    (readable / "f").write_text("ok")
+    pretend(monkeypatch, "userns")
+    policy = IsolationPolicy().with_read(str(readable))
+    code = f"""
+import os
+print(open('{readable}/f').read())
+for p in ('{secret}', '/etc/hostname'):
+    try:
+        open(p).read(); print('leak', p)
+    except PermissionError:
+        print('denied')
+open(os.path.join(os.environ['TMPDIR'], 'x'), 'w').write('tmp ok')
+open('w', 'w').write('work ok'); print(os.getcwd() != '/work')
+"""
+    res = py(code, policy, enforcement="best_effort")
+    assert res.stdout == b"ok\ndenied\ndenied\nTrue\n", res
+    assert {"namespace:user", "namespace:pid", "rootfs:minimal", "ids:65534"} <= set(res.missing)
+    assert not any(e.startswith("namespace:") for e in res.enforced)
+    # Control: on the host the same secret is readable.
+    assert secret.read_text() == "s3cret"
+
+
+def test_best_effort_without_user_namespaces_refuses_remapped_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pretend(monkeypatch, "userns")
+    policy = IsolationPolicy(work_host=str(tmp_path))
+    assert py("print(1)", policy, enforcement="best_effort").stdout == b"1\n"  # /work maps to the host dir
+    moved = IsolationPolicy(ro_binds=(Bind(host=str(tmp_path), sandbox="/data"),))
+    with pytest.raises(IsolationUnavailable, match="cannot appear at /data"):
+        py("print(1)", moved, enforcement="best_effort")
+
+
+# -- setup errors ----------------------------------------------------------------------
+
+def test_setup_error_names_step_path_and_errno(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    plan = build_plan(IsolationPolicy().with_read(str(gone)), ["true"])
+    gone.rmdir()  # vanishes between planning and spawning
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with pytest.raises(SandboxSetupError) as info:
+            NativeBackend().launch(plan, Stdio(null, null, null))
+    finally:
+        os.close(null)
+    assert info.value.step == "open bind source"
+    assert info.value.path == str(gone)
+    assert info.value.errno == 2
+    assert str(gone) in str(info.value)
+
+
+def test_mounts_are_read_only_where_the_policy_says(tmp_path: Path) -> None:
+    code = """
+import os
+for p in ('/usr', '/', '/etc/passwd', '/dev', '/proc/sys'):
+    st = os.statvfs(p)
+    print(p, bool(st.f_flag & os.ST_RDONLY))
+for p in ('/tmp', '/work', '/dev/shm'):
+    print(p, bool(os.statvfs(p).f_flag & os.ST_RDONLY))
+"""
+    out = py(code).stdout.decode().split("\n")
+    assert out[:8] == [
+        "/usr True", "/ True", "/etc/passwd True", "/dev True", "/proc/sys True",
+        "/tmp False", "/work False", "/dev/shm False",
+    ]
