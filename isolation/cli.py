@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from isolation import landlock
 from isolation.backends import BACKEND_NAMES, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
 from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
@@ -135,6 +136,16 @@ def _plan_record(plan: SandboxPlan, res: Resolution) -> dict[str, Any]:
         record["isolation"] = "NONE: the command runs on the host; nothing below is enforced except the environment"
     if res.backend.name == "bwrap":
         record["bwrap_argv"] = plan_to_bwrap_args(plan, find_bwrap() or "bwrap")
+        record["landlock"] = None
+    if res.backend.name == "native":
+        from isolation.backends.native import host_features
+
+        abi = host_features().landlock_abi
+        if abi:
+            rs = landlock.ruleset_for(plan, abi)
+            record["landlock"] = {"abi": abi, "claim": rs.claim(), "rules": rs.describe()}
+        else:
+            record["landlock"] = None
     return record
 
 
@@ -165,6 +176,13 @@ def _print_plan(record: dict[str, Any]) -> None:
     else:
         out(f"seccomp:   profile {sc['profile']}, sha256 {sc['sha256']}\n")
         out(f"  denied syscalls: {', '.join(sc['denied'])}\n")
+    if record.get("landlock"):
+        ll = record["landlock"]
+        out(f"landlock:  ABI {ll['abi']} ({ll['claim']}); allowed beneath each path, everything else denied:\n")
+        for r in ll["rules"]:
+            out(f"  {r['path']}: {','.join(r['access'])}\n")
+    elif "landlock" in record:
+        out("landlock:  not applied by this backend\n")
     if "bwrap_argv" in record:
         out(f"bwrap argv:\n  {shlex.join(record['bwrap_argv'])}\n")
 
