@@ -1,5 +1,30 @@
-"""Only here to build the C extension with cffi; metadata lives in pyproject.toml."""
+"""Builds the native parts; metadata lives in pyproject.toml.
+
+- `isolation._native`: the cffi extension (native/build.py, sandbox.c).
+- `isolation/_isolation_init`: a small static program that becomes pid 1 of
+  each native sandbox (native/init.c), built next to the extension.
+"""
+
+from __future__ import annotations
+
+import os
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
-setup(cffi_modules=["native/build.py:ffibuilder"])
+INIT_SOURCE = os.path.join("native", "init.c")
+INIT_NAME = "_isolation_init"
+
+
+class BuildExtWithInit(build_ext):
+    def run(self) -> None:
+        super().run()
+        out_dir = "isolation" if self.inplace else os.path.join(self.build_lib, "isolation")
+        objects = self.compiler.compile([INIT_SOURCE], output_dir=self.build_temp, extra_postargs=["-O2", "-Wall"])
+        self.compiler.link_executable(objects, INIT_NAME, output_dir=out_dir, extra_postargs=["-static"])
+
+    def get_outputs(self) -> list[str]:
+        return [*super().get_outputs(), os.path.join(self.build_lib, "isolation", INIT_NAME)]
+
+
+setup(cffi_modules=["native/build.py:ffibuilder"], cmdclass={"build_ext": BuildExtWithInit})

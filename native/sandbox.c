@@ -597,36 +597,6 @@ static int worker_main(void *arg)
     exec_command((const struct iso_config *)arg, 1);
 }
 
-/* pid 1: forward signals to the worker, reap everything, report the worker's
- * wait status, exit.  Exiting makes the kernel kill the rest of the namespace. */
-static void __attribute__((noreturn)) run_init(pid_t worker, int status_fd)
-{
-    sigset_t all;
-    sigfillset(&all);
-    for (;;) {
-        siginfo_t si;
-        int sig = sigwaitinfo(&all, &si);
-        if (sig < 0)
-            continue;
-        if (sig != SIGCHLD) {
-            kill(worker, sig);
-            continue;
-        }
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            if (pid != worker)
-                continue;
-            uint32_t st = (uint32_t)status;
-            ssize_t n;
-            do
-                n = write(status_fd, &st, sizeof st);
-            while (n < 0 && errno == EINTR);
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        }
-    }
-}
-
 static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int sync_fd, int status_fd)
 {
     /* Die with the caller; and if it is already gone, the sync pipe says so. */
@@ -673,17 +643,27 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     pid_t worker = clone(worker_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
     CHECK(worker, "clone(worker)", NULL);
     munmap(stack, stack_size);
-    /* Keep only the status pipe: EOF on the error pipe must come from the
-     * worker's execve, and the sandbox's stdio must not be held open by init. */
-    if (dup2(status_fd, 3) < 0)
-        die("dup2", NULL, errno);
+    /* Become isolation-init (see init.c).  Only the status pipe survives,
+     * as fd 3: EOF on the error pipe must come from the execs, and the
+     * sandbox's stdio must not be held open by init. */
+    int init_fd = fcntl(cfg->init_fd, F_DUPFD_CLOEXEC, 10);
+    CHECK(init_fd, "dup", "isolation-init");
+    CHECK(dup2(status_fd, 3), "dup2", NULL);
+    CHECK(fcntl(3, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
+    CHECK(syscall(SYS_close_range, 4, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    CHECK(devnull, "open", "/dev/null");
     for (int fd = 0; fd < 3; fd++)
-        if (devnull >= 0)
-            dup2(devnull, fd);
-    syscall(SYS_close_range, 4, ~0U, 0);
-    err_fd = -1;
-    run_init(worker, 3);
+        CHECK(dup2(devnull, fd), "dup2", "/dev/null");
+    char pid_text[16];
+    pid_text[fmt_uint(pid_text, (unsigned int)worker)] = '\0';
+    char *const init_argv[] = {"isolation-init", pid_text, NULL};
+    char *const init_envp[] = {NULL};
+    syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);
+    /* The worker is running already: take it down rather than leave it unsupervised. */
+    int err = errno;
+    kill(worker, SIGKILL);
+    die("execveat(isolation-init)", NULL, err);
 }
 
 /* ---- the caller's side ------------------------------------------------------ */

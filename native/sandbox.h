@@ -72,6 +72,7 @@ struct iso_config {
     const struct iso_rlimit *rlimits;
     int n_rlimits;
     int cap_last_cap;
+    int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
 };
 
 struct iso_error {

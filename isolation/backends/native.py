@@ -35,6 +35,9 @@ PRETEND_ENV = "_ISOLATION_TEST_PRETEND_MISSING"
 # Tests only: sandbox paths whose Landlock rules are left out (mounted but not allowed).
 UNLISTED_ENV = "_ISOLATION_TEST_LANDLOCK_UNLISTED"
 
+# pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
+INIT_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_isolation_init")
+
 _KIND = {
     "ro-bind": lib.ISO_MOUNT_RO_BIND,
     "rw-bind": lib.ISO_MOUNT_RW_BIND,
@@ -300,7 +303,22 @@ class NativeBackend:
         cfg.flags = flags
 
         out = ffi.new("struct iso_started *")
-        if lib.iso_spawn(cfg, out) != 0:
+        init_fd = -1
+        if flags & lib.ISO_F_PIDNS:
+            try:
+                init_fd = os.open(INIT_PROGRAM, os.O_PATH | os.O_CLOEXEC)
+            except OSError as exc:
+                raise IsolationUnavailable(
+                    f"the native backend's init program {INIT_PROGRAM} is missing ({exc.strerror}); "
+                    "reinstall with `pip install .`"
+                ) from None
+        cfg.init_fd = init_fd
+        try:
+            rc = lib.iso_spawn(cfg, out)
+        finally:
+            if init_fd >= 0:
+                os.close(init_fd)
+        if rc != 0:
             step = ffi.string(out.error.step).decode(errors="replace")
             path = ffi.string(out.error.path).decode(errors="replace")
             err = int(out.error.err)
