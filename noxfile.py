@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".", "ruff>=0.5", "mypy>=1.10", "types-setuptools")
-    session.run("ruff", "check", "isolation", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "isolation", "tests", "benchmarks", "native", "noxfile.py", "setup.py")
     session.run("mypy", "isolation")
 
 
