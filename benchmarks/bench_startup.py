@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import isolation
 from isolation import IsolationPolicy
+from isolation.backends.bwrap import build_bwrap_command
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 TRUE = ["/bin/true"]
@@ -23,10 +24,13 @@ TRUE = ["/bin/true"]
 
 def contenders() -> dict[str, Callable[[], object]]:
     strict = IsolationPolicy()
+    # The bwrap command line the backend would run, executed bare: what bwrap itself costs.
+    raw = [a for a in build_bwrap_command(strict, TRUE) if a not in ("--seccomp", "<seccomp-fd>")]
     return {
         "subprocess": lambda: subprocess.run(TRUE, check=True),
         "native": lambda: isolation.run(TRUE, strict, backend="native"),
         "bwrap": lambda: isolation.run(TRUE, strict, backend="bwrap"),
+        "bwrap-bare": lambda: subprocess.run(raw, check=True),
     }
 
 
@@ -48,6 +52,7 @@ def main() -> int:
         print(f"  {name:10s} {ms:7.2f} ms   (p90 {p90:.2f} ms)")
     print(f"  native - subprocess = {med['native'] - med['subprocess']:.2f} ms (target <= 1.5 ms)")
     print(f"  bwrap / native      = {med['bwrap'] / med['native']:.2f}x (target >= 3x)")
+    print(f"  bwrap-bare / native = {med['bwrap-bare'] / med['native']:.2f}x (bwrap alone, no seccomp, no Python)")
     return 0
 
 
