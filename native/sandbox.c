@@ -26,6 +26,8 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -46,6 +48,9 @@
 
 /* ---- kernel interfaces not (or not fully) in Debian 12's headers ---------- */
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 #ifndef SYS_open_tree
 #define SYS_open_tree 428
 #endif
@@ -110,7 +115,10 @@ struct iso_landlock_path_beneath_attr {
 
 /* ---- error reporting ------------------------------------------------------ */
 
-static int err_fd = -1;
+/* Thread-local on purpose: the children run on the caller's thread's TLS
+ * (clone with CLONE_VM shares it), so concurrent spawns from other threads
+ * never see each other's value. */
+static __thread int err_fd = -1;
 
 static void copy_str(char *dst, size_t size, const char *src)
 {
@@ -241,7 +249,7 @@ static int make_target(int rootfd, const char *path, int as_dir)
     return -1;
 }
 
-static char fd_path_buf[64];
+static __thread char fd_path_buf[64];
 
 /* "/proc/self/fd/N": how the classic mount(2) reaches an fd's object. */
 static const char *fd_path(int fd)
@@ -597,18 +605,30 @@ static int worker_main(void *arg)
     exec_command((const struct iso_config *)arg, 1);
 }
 
-static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int sync_fd, int status_fd)
+/* The child writes its own id maps: the caller is suspended (vfork) until
+ * the child's execve.  A single line mapping the caller's own ids needs no
+ * privilege in the parent namespace; setgroups must be denied first. */
+static void write_id_maps(const struct iso_config *cfg)
 {
-    /* Die with the caller; and if it is already gone, the sync pipe says so. */
+    char map[64];
+    size_t len;
+    CHECK(write_file("/proc/self/setgroups", "deny", 4), "write id map", "/proc/self/setgroups");
+    len = fmt_map(map, cfg->uid_inside, cfg->uid_outside);
+    CHECK(write_file("/proc/self/uid_map", map, len), "write id map", "/proc/self/uid_map");
+    len = fmt_map(map, cfg->gid_inside, cfg->gid_outside);
+    CHECK(write_file("/proc/self/gid_map", map, len), "write id map", "/proc/self/gid_map");
+}
+
+static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int caller_pidfd, int status_fd)
+{
+    /* Die with the caller; and if it died before that took effect, stop here. */
     CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
-    char go;
-    ssize_t n;
-    do
-        n = read(sync_fd, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
+    struct pollfd pfd = {.fd = caller_pidfd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) != 0)
         _exit(125);
-    close(sync_fd);
+    close(caller_pidfd);
+    if (cfg->flags & ISO_F_USERNS)
+        write_id_maps(cfg);
 
     if (cfg->flags & ISO_F_MOUNTNS)
         setup_mounts(cfg);
@@ -675,59 +695,46 @@ static void fail(struct iso_started *out, const char *step, const char *path, in
     out->error.err = err;
 }
 
-static int write_id_maps(const struct iso_config *cfg, pid_t pid, struct iso_started *out)
+struct child_args {
+    const struct iso_config *cfg;
+    int err_fd;
+    int status_fd;
+    int caller_pidfd;
+};
+
+static int child_entry(void *arg)
 {
-    char path[64], map[64];
-    static const char *const files[] = {"setgroups", "uid_map", "gid_map"};
-    for (int i = 0; i < 3; i++) {
-        size_t n = 6;
-        memcpy(path, "/proc/", 6);
-        n += fmt_uint(path + n, (unsigned int)pid);
-        path[n++] = '/';
-        memcpy(path + n, files[i], strlen(files[i]) + 1);
-        size_t len;
-        if (i == 0) {
-            memcpy(map, "deny", 4);
-            len = 4;
-        } else if (i == 1) {
-            len = fmt_map(map, cfg->uid_inside, cfg->uid_outside);
-        } else {
-            len = fmt_map(map, cfg->gid_inside, cfg->gid_outside);
-        }
-        if (write_file(path, map, len) < 0) {
-            fail(out, "write id map", path, errno);
-            return -1;
-        }
-    }
-    return 0;
+    struct child_args *a = arg;
+    err_fd = a->err_fd;
+    child_main(a->cfg, a->caller_pidfd, a->status_fd);
 }
 
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
 {
-    int sync_pipe[2], err_pipe[2], status_pipe[2];
+    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, caller_pidfd = -1;
+    const size_t stack_size = 512 * 1024;
+    void *stack = MAP_FAILED;
+    sigset_t all, saved;
     memset(out, 0, sizeof *out);
     out->pid = -1;
     out->status_fd = -1;
-    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+    if (pipe2(err_pipe, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
         fail(out, "pipe2", NULL, errno);
-        return -1;
+        goto fail;
     }
-    if (pipe2(err_pipe, O_CLOEXEC) < 0) {
-        fail(out, "pipe2", NULL, errno);
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
-        return -1;
+    caller_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (caller_pidfd < 0) {
+        fail(out, "pidfd_open", NULL, errno);
+        goto fail;
     }
-    if (pipe2(status_pipe, O_CLOEXEC) < 0) {
-        fail(out, "pipe2", NULL, errno);
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
-        close(err_pipe[0]);
-        close(err_pipe[1]);
-        return -1;
+    fcntl(caller_pidfd, F_SETFD, FD_CLOEXEC);
+    stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        fail(out, "mmap(child stack)", NULL, errno);
+        goto fail;
     }
 
-    long flags = SIGCHLD;
+    int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
     if (cfg->flags & ISO_F_USERNS)
         flags |= CLONE_NEWUSER;
     if (cfg->flags & ISO_F_MOUNTNS)
@@ -743,64 +750,68 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     if (cfg->flags & ISO_F_CGROUPNS)
         flags |= CLONE_NEWCGROUP;
 
-    pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
-    if (pid == 0) {
-        close(sync_pipe[1]);
-        close(err_pipe[0]);
-        close(status_pipe[0]);
-        err_fd = err_pipe[1];
-        child_main(cfg, sync_pipe[0], status_pipe[1]);
-    }
-    int saved = errno;
-    close(sync_pipe[0]);
+    /* The child runs in this process's memory until its execve (vfork
+     * semantics: this thread waits), so copying the caller's page tables, the
+     * dominant cost for a large Python process, is avoided.  No signal
+     * handler of the caller may run in the child: block them all around the
+     * clone; the children reset dispositions before unblocking anything. */
+    struct child_args args = {cfg, err_pipe[1], status_pipe[1], caller_pidfd};
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = clone(child_entry, (char *)stack + stack_size, flags, &args);
+    int saved_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    munmap(stack, stack_size);
+    stack = MAP_FAILED;
+    close(caller_pidfd);
+    caller_pidfd = -1;
     close(err_pipe[1]);
+    err_pipe[1] = -1;
     close(status_pipe[1]);
+    status_pipe[1] = -1;
     if (pid < 0) {
-        fail(out, "clone", NULL, saved);
-        close(sync_pipe[1]);
-        close(err_pipe[0]);
-        close(status_pipe[0]);
-        return -1;
+        fail(out, "clone", NULL, saved_errno);
+        goto fail;
     }
 
-    int rc = 0;
-    if ((cfg->flags & ISO_F_USERNS) && write_id_maps(cfg, pid, out) < 0)
-        rc = -1;
-    if (rc == 0 && write(sync_pipe[1], "g", 1) != 1) {
-        fail(out, "release child", NULL, errno);
-        rc = -1;
+    struct iso_error rec;
+    size_t got = 0;
+    while (got < sizeof rec) {
+        ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
     }
-    close(sync_pipe[1]);
-    if (rc == 0) {
-        struct iso_error rec;
-        size_t got = 0;
-        while (got < sizeof rec) {
-            ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-        }
+    if (got != 0) {
         if (got == sizeof rec) {
             out->error = rec;
             out->error.step[sizeof rec.step - 1] = '\0';
             out->error.path[sizeof rec.path - 1] = '\0';
-            rc = -1;
-        } else if (got != 0) {
+        } else {
             fail(out, "read setup report", NULL, EIO);
-            rc = -1;
         }
-    }
-    close(err_pipe[0]);
-    if (rc < 0) {
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
-        close(status_pipe[0]);
-        return -1;
+        goto fail;
     }
+    close(err_pipe[0]);
     out->pid = pid;
     out->status_fd = status_pipe[0];
     return 0;
+
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (err_pipe[i] >= 0)
+            close(err_pipe[i]);
+        if (status_pipe[i] >= 0)
+            close(status_pipe[i]);
+    }
+    if (caller_pidfd >= 0)
+        close(caller_pidfd);
+    if (stack != MAP_FAILED)
+        munmap(stack, stack_size);
+    return -1;
 }
