@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Any
 
+from isolation import landlock
 from isolation.backends import AUTO_ORDER, get_backend
 from isolation.backends.bwrap import bwrap_version, find_bwrap
 from isolation.errors import IsolationUnavailable
 from isolation.userns import userns_status
 
-_SYS_LANDLOCK_CREATE_RULESET = 444  # same number on every architecture
-_LANDLOCK_CREATE_RULESET_VERSION = 1
-
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is unsupported or disabled."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(
-        ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET),
-        None,
-        ctypes.c_size_t(0),
-        ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
-    )
-    return int(abi) if abi > 0 else 0
+    return landlock.kernel_abi()
 
 
 def seccomp_available() -> bool:

@@ -10,6 +10,7 @@ cannot provide is either a refusal (strict) or an entry in `missing`
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import shutil
@@ -91,6 +92,7 @@ def host_features() -> HostFeatures:
     return HostFeatures(ok, why, abi, "seccomp" not in pretend)
 
 
+@functools.cache
 def _cap_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
