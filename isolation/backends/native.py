@@ -182,7 +182,18 @@ class NativeChild:
 
 class NativeBackend:
     name = "native"
-    enforced_limits = RLIMIT_LIMITS
+
+    @property
+    def enforced_limits(self) -> frozenset[str]:
+        """Limits this backend enforces with rlimits on this host.
+
+        RLIMIT_NPROC is not applied by the kernel to host uid 0, and a root
+        caller's sandbox runs as host uid 0 (65534 inside maps to it), so
+        `max_pids` is not claimed for a root caller.
+        """
+        if os.geteuid() == 0:
+            return RLIMIT_LIMITS - {"max_pids"}
+        return RLIMIT_LIMITS
 
     def availability(self) -> Availability:
         host = host_features()
@@ -293,7 +304,7 @@ class NativeBackend:
             cfg.bpf_len = len(plan.seccomp.bpf) // 8
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
 
-        settings = rlimit_settings(plan.policy.limits)
+        settings = [st for st in rlimit_settings(plan.policy.limits) if st.name in self.enforced_limits]
         rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
         keep.append(rl)
         for i, st in enumerate(settings):
