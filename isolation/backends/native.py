@@ -308,7 +308,9 @@ class NativeBackend:
         rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
         keep.append(rl)
         for i, st in enumerate(settings):
-            rl[i].resource, rl[i].soft, rl[i].hard = st.resource, st.soft, st.hard
+            # The sandbox's own init counts against RLIMIT_NPROC too: allow for it.
+            extra = 1 if st.name == "max_pids" and flags & lib.ISO_F_PIDNS else 0
+            rl[i].resource, rl[i].soft, rl[i].hard = st.resource, st.soft + extra, st.hard + extra
             enforced.append(st.claim)
         cfg.rlimits = rl
         cfg.n_rlimits = len(settings)
