@@ -349,41 +349,49 @@ static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urand
  * private devpts instance, a writable /dev/shm; the rest read-only. */
 static void make_dev(int rootfd, const char *target)
 {
-    char path[4096], host[64];
-    size_t tlen = strlen(target);
-    if (tlen + 32 >= sizeof path)
-        die("dev", target, ENAMETOOLONG);
+    char host[64];
     mount_fresh(rootfd, target, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
-    memcpy(path, target, tlen);
+    /* Everything below is created relative to the fresh tmpfs itself. */
+    int dev = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
+    CHECK(dev, "open", target);
     for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
-        size_t n = strlen(dev_nodes[i]);
-        path[tlen] = '/';
-        memcpy(path + tlen + 1, dev_nodes[i], n + 1);
+        const char *name = dev_nodes[i];
+        size_t n = strlen(name);
         memcpy(host, "/dev/", 5);
-        memcpy(host + 5, dev_nodes[i], n + 1);
+        memcpy(host + 5, name, n + 1);
         int src = open(host, O_PATH | O_CLOEXEC);
         CHECK(src, "open", host);
-        bind_tree(rootfd, src, path, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC);
+        int tree = (int)syscall(SYS_open_tree, src, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        CHECK(tree, "open_tree", host);
+        CHECK(set_attr(tree, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr", host);
+        int node = openat(dev, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        CHECK(node, "create mount point", host);
+        close(node);
+        CHECK(syscall(SYS_move_mount, tree, "", dev, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", host);
+        close(tree);
         close(src);
     }
-    memcpy(path + tlen, "/pts", 5);
-    mount_fresh(rootfd, path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
-    memcpy(path + tlen, "/shm", 5);
-    mount_fresh(rootfd, path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    static const char *const links[][2] = {
-        {"pts/ptmx", "/ptmx"},          {"/proc/self/fd", "/fd"},       {"/proc/self/fd/0", "/stdin"},
-        {"/proc/self/fd/1", "/stdout"}, {"/proc/self/fd/2", "/stderr"},
+    static const char *const fresh[][4] = {
+        {"pts", "devpts", "newinstance,ptmxmode=0666,mode=620", "n"},
+        {"shm", "tmpfs", "mode=1777", "d"},
     };
-    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
-        memcpy(path + tlen, links[i][1], strlen(links[i][1]) + 1);
-        make_symlink(rootfd, links[i][0], path);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK(mkdirat(dev, fresh[i][0], 0755), "mkdir", fresh[i][0]);
+        int fd = openat(dev, fresh[i][0], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        CHECK(fd, "open", fresh[i][0]);
+        unsigned long flags = MS_NOSUID | (fresh[i][3][0] == 'n' ? MS_NOEXEC : MS_NODEV);
+        CHECK(mount(fresh[i][1], fd_path(fd), fresh[i][1], flags, fresh[i][2]), fresh[i][1], fresh[i][0]);
+        close(fd);
     }
-    path[tlen] = '\0';
-    int fd = openat2_in_root(rootfd, path, O_PATH | O_DIRECTORY);
-    CHECK(fd, "open", path);
-    CHECK(set_attr(fd, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0),
-          "mount_setattr", path);
-    close(fd);
+    static const char *const links[][2] = {
+        {"pts/ptmx", "ptmx"},          {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        CHECK(symlinkat(links[i][0], dev, links[i][1]), "symlink", links[i][1]);
+    CHECK(set_attr(dev, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr",
+          target);
+    close(dev);
 }
 
 static const char *const proc_covered[] = {"/sys", "/sysrq-trigger", "/irq", "/bus", "/fs"};
