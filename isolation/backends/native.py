@@ -196,6 +196,8 @@ class NativeBackend:
         return RLIMIT_LIMITS
 
     def availability(self) -> Availability:
+        if not os.access(INIT_PROGRAM, os.X_OK):
+            return Availability(False, f"{INIT_PROGRAM} is missing or not executable; reinstall with `pip install .`")
         host = host_features()
         missing = self._missing(host, network=False)[1]
         if missing:
