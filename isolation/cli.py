@@ -29,12 +29,14 @@ from isolation.errors import (
     CommandNotFound,
     IsolationDisabledWarning,
     IsolationError,
+    PolicyError,
     SandboxSetupError,
 )
 from isolation.limits import parse_size
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
+from isolation.profiles import load_profile
 from isolation.runner import Sandbox, run, spawn
 
 EXIT_SETUP = 125
@@ -56,6 +58,8 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", metavar="DIR", help="bind DIR at /work (default: a private empty /work)")
     p.add_argument("--env", action="append", default=[], metavar="NAME", help="pass variable NAME from the caller")
     p.add_argument("--policy", metavar="FILE", help="start from the JSON policy in FILE")
+    p.add_argument("--profile", metavar="NAME", help="start from profile NAME (isolation.toml or --profile-file)")
+    p.add_argument("--profile-file", metavar="FILE", help="the TOML file holding --profile (default: ./isolation.toml)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--unsafe-no-isolation", action="store_true", help="run on the host WITHOUT isolation")
     p.add_argument("--require-isolation", action="store_true", help="fail rather than run without isolation")
@@ -86,8 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _base_policy(args: argparse.Namespace) -> IsolationPolicy:
+    if args.profile_file and not args.profile:
+        raise PolicyError("--profile-file needs --profile NAME")
+    if args.profile and args.policy:
+        raise PolicyError("--profile and --policy both give a whole policy; choose one")
+    if args.profile:
+        return load_profile(args.profile, args.profile_file).policy
+    return IsolationPolicy.load(args.policy) if args.policy else IsolationPolicy()
+
+
 def _policy(args: argparse.Namespace) -> IsolationPolicy:
-    policy = IsolationPolicy.load(args.policy) if args.policy else IsolationPolicy()
+    """The base (--profile, --policy or the strict baseline), then the flags: --effect, --read,
+    --write and --env add to it; --work and each limit flag replace the base's value."""
+    policy = _base_policy(args)
     effects = [effect_from_name(n) for n in args.effect]
     derived = IsolationPolicy.from_effects([*effects], env_allowlist=args.env)
     policy = policy.evolve(
