@@ -7,7 +7,15 @@ from typing import Literal
 
 import attrs
 
-Outcome = Literal["exited", "signaled", "timeout"]
+Outcome = Literal["exited", "signaled", "timeout", "cpu", "file_size"]
+
+
+@attrs.frozen
+class Usage:
+    """What a backend measured of its sandbox's processes (see docs/limits.md for the coverage)."""
+
+    cpu_time: float  # user + system seconds
+    peak_rss: int  # bytes: the largest resident set of any single measured process
 
 
 @attrs.frozen
@@ -17,6 +25,12 @@ class RunResult:
     `enforced` lists the layers that were actually applied, one string each,
     for example ``namespace:user``, ``seccomp:default:sha256=...`` or
     ``landlock:abi=7:fs,net,scope``. Nothing is listed that was not enforced.
+
+    `outcome` says why the run ended: ``exited``, ``signaled``, ``timeout`` (the
+    runner killed it), ``cpu`` (SIGXCPU at the CPU limit, or SIGKILL with the
+    measured CPU time at the limit) or ``file_size`` (SIGXFSZ under a file-size
+    limit). Truncated output does not end a run: see `output_truncated` and
+    `limits_hit`. docs/limits.md lists what is measured and what is not.
     """
 
     argv: tuple[str, ...]
@@ -29,6 +43,14 @@ class RunResult:
     outcome: Outcome = "exited"
     missing: tuple[str, ...] = ()
     output_truncated: bool = False
+    # The signal that ended the command (see `Sandbox.term_signal` for bwrap's 128+N).
+    term_signal: int | None = None
+    # The `Limits` fields the run ran into: wall_timeout, cpu_seconds, max_file_size, max_output.
+    limits_hit: tuple[str, ...] = ()
+    # Measured by the backend once the sandbox ended; None when it cannot measure them
+    # (docs/limits.md says what each backend covers). `duration` is the wall time.
+    cpu_time: float | None = None
+    peak_rss: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -43,9 +65,10 @@ class RunResult:
         return 128 - self.returncode if self.returncode < 0 else self.returncode
 
     def signal_name(self) -> str | None:
-        if self.returncode >= 0:
+        sig = self.term_signal if self.term_signal is not None else (-self.returncode if self.returncode < 0 else None)
+        if sig is None:
             return None
         try:
-            return signal.Signals(-self.returncode).name
+            return signal.Signals(sig).name
         except ValueError:
-            return f"signal {-self.returncode}"
+            return f"signal {sig}"

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import os
 import selectors
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from typing import IO, Any
@@ -16,10 +18,11 @@ import attrs
 from isolation.backends import Enforcement, Launched, Stdio, resolve_backend, warn_unisolated
 from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError
+from isolation.limits import Limits
 from isolation.paths import normalize_path
 from isolation.plan import build_plan
 from isolation.policy import IsolationPolicy
-from isolation.result import Outcome, RunResult
+from isolation.result import Outcome, RunResult, Usage
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -88,6 +91,27 @@ class Sandbox:
         if self.returncode is None:
             self._child.kill()
 
+    def usage(self) -> Usage | None:
+        """CPU time and peak RSS as the backend measured them, once the sandbox has ended; None if unmeasured."""
+        measure = getattr(self._child, "usage", None)
+        return None if self.returncode is None or measure is None else measure()
+
+    @property
+    def term_signal(self) -> int | None:
+        """The signal that ended the command, if any (None while it runs).
+
+        bubblewrap reports a command killed by signal N as exit status 128+N, so
+        with the bwrap backend an exit status 129..192 is read as signal 1..64.
+        """
+        rc = self.returncode
+        if rc is None:
+            return None
+        if rc < 0:
+            return -rc
+        if getattr(self._child, "status_is_shell_style", False) and 128 < rc <= 128 + 64:
+            return rc - 128
+        return None
+
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
         """Send `input`, read all output, wait. On timeout the sandbox is killed and
         subprocess.TimeoutExpired raised with the output collected so far."""
@@ -111,7 +135,7 @@ class Sandbox:
         chunks: dict[int, list[bytes]] = {}
         kept: dict[int, int] = {}
         dropped: dict[int, int] = {}
-        sel = selectors.DefaultSelector()
+        sel = selectors.PollSelector()  # no descriptor of its own, unlike epoll
         timed_out = False
         exited_at: float | None = None if self.returncode is None else time.monotonic()
         try:
@@ -349,17 +373,31 @@ def run(
     enforced. A timeout kills the whole sandbox; the result's outcome is then
     ``timeout``.
     """
-    spec, data = _stdin_for_run(stdin)
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
-    policy = policy or IsolationPolicy()
+    return _run(tuple(cmd), policy or IsolationPolicy(), opts, stdin, timeout, stdout, stderr)
+
+
+def _run(
+    argv: tuple[str, ...],
+    policy: IsolationPolicy,
+    opts: _Options,
+    stdin: bytes | str | StdinArg,
+    timeout: float | None,
+    stdout: OutArg,
+    stderr: OutArg,
+    started: _Started | None = None,
+) -> RunResult:
+    spec, data = _stdin_for_run(stdin)
     start = time.monotonic()
     timeout = _effective_timeout(timeout, policy)
-    with _spawn(tuple(cmd), policy, opts, spec, stdout, stderr) as sb:
+    with _spawn(argv, policy, opts, spec, stdout, stderr) as sb:
+        if started is not None:
+            started.set(sb)
         out, err, timed_out, truncated = sb._collect(
             data, None if timeout is None else start + timeout, policy.limits.max_output
         )
-        rc = sb.wait()
-    return _result(sb, rc, out, err, timed_out, truncated, start, policy)
+        sb.wait()
+    return _result(sb, out, err, timed_out, truncated, start, policy)
 
 
 def _effective_timeout(timeout: float | None, policy: IsolationPolicy) -> float | None:
@@ -368,9 +406,35 @@ def _effective_timeout(timeout: float | None, policy: IsolationPolicy) -> float 
     return min(limits) if limits else None
 
 
+def _ending(
+    sig: int | None, timed_out: bool, truncated: bool, limits: Limits, usage: Usage | None
+) -> tuple[Outcome, tuple[str, ...]]:
+    """Why the run ended, and which limits it ran into.
+
+    Only what the kernel or the runner says for certain: SIGXCPU is the
+    RLIMIT_CPU soft limit, SIGXFSZ the RLIMIT_FSIZE limit, SIGKILL after a
+    CPU limit counts as `cpu` only when the measured CPU time reached it.
+    """
+    hits = ["max_output"] if truncated else []
+    outcome: Outcome
+    if timed_out:
+        outcome = "timeout"
+        hits.insert(0, "wall_timeout")
+    elif limits.cpu_seconds is not None and (
+        sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage is not None and usage.cpu_time >= limits.cpu_seconds)
+    ):
+        outcome = "cpu"
+        hits.insert(0, "cpu_seconds")
+    elif limits.max_file_size is not None and sig == signal.SIGXFSZ:
+        outcome = "file_size"
+        hits.insert(0, "max_file_size")
+    else:
+        outcome = "exited" if sig is None else "signaled"
+    return outcome, tuple(hits)
+
+
 def _result(
     sb: Sandbox,
-    rc: int,
     out: bytes,
     err: bytes,
     timed_out: bool,
@@ -378,7 +442,10 @@ def _result(
     start: float,
     policy: IsolationPolicy,
 ) -> RunResult:
-    outcome: Outcome = "timeout" if timed_out else ("signaled" if rc < 0 else "exited")
+    rc = sb.wait()
+    usage = sb.usage()
+    sig = sb.term_signal
+    outcome, hits = _ending(sig, timed_out, truncated, policy.limits, usage)
     requested = policy.limits.requested()
     runner_claims = tuple(f"limit:{n}={requested[n]}:runner" for n in sorted(RUNNER_LIMITS) if n in requested)
     return RunResult(
@@ -392,7 +459,34 @@ def _result(
         outcome=outcome,
         missing=sb.missing,
         output_truncated=truncated,
+        term_signal=sig,
+        limits_hit=hits,
+        cpu_time=None if usage is None else usage.cpu_time,
+        peak_rss=None if usage is None else usage.peak_rss,
     )
+
+
+class _Started:
+    """Hands the sandbox of a run in a worker thread to the event loop, for cancellation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sandbox: Sandbox | None = None
+        self._cancelled = False
+
+    def set(self, sb: Sandbox) -> None:
+        with self._lock:
+            self._sandbox = sb
+            cancelled = self._cancelled
+        if cancelled:
+            sb.kill()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            sb = self._sandbox
+        if sb is not None:
+            sb.kill()
 
 
 async def run_async(
@@ -407,23 +501,41 @@ async def run_async(
     unsafe_no_isolation: bool = False,
     require_isolation: bool | None = None,
 ) -> RunResult:
-    """`run` for asyncio. Cancelling the task kills the sandbox and reaps it."""
-    spec, data = _stdin_for_run(stdin)
+    """`run` for asyncio. Cancelling the task kills the sandbox and reaps it before
+    the CancelledError propagates.
+
+    Each call runs in a thread of its own (not the loop's default executor, whose
+    few workers would queue concurrent runs behind one another).
+    """
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
-    policy = policy or IsolationPolicy()
-    start = time.monotonic()
-    timeout = _effective_timeout(timeout, policy)
-    sb = _spawn(tuple(cmd), policy, opts, spec, PIPE, PIPE)
+    argv, pol = tuple(cmd), policy or IsolationPolicy()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[RunResult] = loop.create_future()
+    started = _Started()
+
+    def deliver(result: RunResult | BaseException) -> None:
+        if done.cancelled():
+            return
+        if isinstance(result, BaseException):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
+
+    def work() -> None:
+        result: RunResult | BaseException
+        try:
+            result = _run(argv, pol, opts, stdin, timeout, PIPE, PIPE, started)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            result = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, result)
+
+    worker = threading.Thread(target=work, name="isolation-run", daemon=True)
+    worker.start()
     try:
-        deadline = None if timeout is None else start + timeout
-        out, err, timed_out, truncated = await asyncio.to_thread(sb._collect, data, deadline, policy.limits.max_output)
+        return await asyncio.shield(done)
     except asyncio.CancelledError:
-        sb.kill()
-        await asyncio.to_thread(sb.close)
+        started.cancel()
+        # The worker kills (if it had not spawned yet), reaps and closes everything; wait for it.
+        await asyncio.to_thread(worker.join)
         raise
-    finally:
-        if sb.returncode is not None:
-            sb.close()
-    rc = sb.wait()
-    sb.close()
-    return _result(sb, rc, out, err, timed_out, truncated, start, policy)

@@ -6,12 +6,17 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
+import resource
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +24,8 @@ from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
+from isolation.result import Usage
+from isolation.rlimits import RLIMIT_LIMITS, RlimitSetting, rlimit_settings
 from isolation.userns import userns_status
 
 # Searched before $PATH: a bwrap that any user could have put first in $PATH
@@ -81,9 +88,20 @@ def _data_file(content: bytes) -> str:
     return path
 
 
-def plan_to_bwrap_args(plan: SandboxPlan, bwrap: str, *, seccomp_fd: int | None = None) -> list[str]:
+def plan_to_bwrap_args(
+    plan: SandboxPlan,
+    bwrap: str,
+    *,
+    seccomp_fd: int | None = None,
+    info_fd: int | None = None,
+    block_fd: int | None = None,
+) -> list[str]:
     """The bubblewrap argv for `plan`. Every namespace is requested explicitly, so a
-    namespace the kernel cannot create makes bwrap fail instead of being skipped."""
+    namespace the kernel cannot create makes bwrap fail instead of being skipped.
+
+    `info_fd`: bubblewrap writes the sandbox init's host pid there (JSON). `block_fd`:
+    the sandbox waits, set up but before running the command, until a byte arrives.
+    """
     args = [bwrap, "--unshare-all", "--unshare-user", "--unshare-cgroup"]
     if plan.network:
         args.append("--share-net")
@@ -113,6 +131,10 @@ def plan_to_bwrap_args(plan: SandboxPlan, bwrap: str, *, seccomp_fd: int | None 
     args += ["--remount-ro", "/", "--chdir", plan.cwd]
     if plan.seccomp is not None:
         args += ["--seccomp", SECCOMP_FD_PLACEHOLDER if seccomp_fd is None else str(seccomp_fd)]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
+    if block_fd is not None:
+        args += ["--block-fd", str(block_fd)]
     args += ["--", *plan.argv]
     return args
 
@@ -152,51 +174,239 @@ _ENFORCED_BASE = (
 )
 
 
+# How long launch() waits for bubblewrap to report the sandbox's init, and how
+# long reaping waits for the sandbox's pid namespace to empty after the command.
+_INFO_TIMEOUT = 30.0
+_INIT_EXIT_TIMEOUT = 10.0
+
+
+def _poll_fd(fd: int, timeout: float | None) -> bool:
+    """Whether `fd` became readable within `timeout` seconds (None: wait indefinitely)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+
+
 class PopenChild:
-    """A `Child` over subprocess.Popen whose process group is the whole sandbox on the host side."""
+    """A `Child` over subprocess.Popen whose process group is the whole sandbox on the host side.
+
+    It reaps with wait4(2), so `usage()` can report the rusage of the direct child
+    (which covers the descendants it waited for, not the ones it left behind).
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], *, kill_group: bool) -> None:
         self._proc = proc
         self._kill_group = kill_group
+        self._lock = threading.Lock()
+        self._rusage: resource.struct_rusage | None = None
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
-    def poll(self) -> int | None:
-        rc = self._proc.poll()
-        if rc is not None:
-            self._reap_group()
+    def _try_reap(self) -> int | None:
+        with self._lock:
+            if self._proc.returncode is None:
+                try:
+                    pid, status, ru = os.wait4(self._proc.pid, os.WNOHANG)
+                except ChildProcessError:  # pragma: no cover - nobody else waits for our child
+                    pid, status, ru = self._proc.pid, 255 << 8, None
+                if pid == 0:
+                    return None
+                self._proc.returncode = os.waitstatus_to_exitcode(status)
+                self._rusage = ru
+            rc = self._proc.returncode
+        self._after_exit()
         return rc
 
+    def poll(self) -> int | None:
+        return self._try_reap()
+
     def wait(self, timeout: float | None = None) -> int:
-        rc = self._proc.wait(timeout)
-        self._reap_group()
+        rc = self._try_reap()
+        if rc is not None:
+            return rc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pidfd = os.pidfd_open(self._proc.pid)
+        try:
+            while (rc := self._try_reap()) is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise subprocess.TimeoutExpired(self._proc.args, timeout or 0.0)
+                _poll_fd(pidfd, remaining)
+        finally:
+            os.close(pidfd)
         return rc
 
     def send_signal(self, sig: int) -> None:
-        self._proc.send_signal(sig)
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, sig)
 
     def kill(self) -> None:
         if self._proc.returncode is None:
             self._killpg()
-            self._proc.kill()
-        self._reap_group()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+        self._after_exit()
+
+    def usage(self) -> Usage | None:
+        """CPU time and peak RSS of the command and the descendants it waited for."""
+        ru = self._rusage
+        if ru is None:
+            return None
+        return Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
 
     def _killpg(self) -> None:
         if self._kill_group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, 9)
 
-    def _reap_group(self) -> None:
+    def _after_exit(self) -> None:
         # Processes the command left behind in its group (on the host for `none`)
         # must not outlive the run.
         if self._proc.returncode is not None:
             self._killpg()
 
 
+class BwrapChild(PopenChild):
+    """bubblewrap's monitor process (our child) plus a pidfd on the sandbox's init.
+
+    The monitor exits as soon as the command does, and its death only *starts*
+    the end of the sandbox (the init gets SIGKILL through --die-with-parent, and
+    the kernel then kills every process of the pid namespace). Reaping therefore
+    also waits for the init to be gone: then no process of the sandbox remains.
+    """
+
+    # bubblewrap exits with 128+N when the command is killed by signal N.
+    status_is_shell_style = True
+
+    def __init__(self, proc: subprocess.Popen[bytes], init_pidfd: int) -> None:
+        super().__init__(proc, kill_group=True)
+        self._init_pidfd = init_pidfd
+        self._init_lock = threading.Lock()
+
+    @property
+    def init_pidfd(self) -> int:
+        return self._init_pidfd
+
+    def kill(self) -> None:
+        self._kill_init()
+        super().kill()
+
+    def usage(self) -> Usage | None:
+        # The monitor's rusage covers bubblewrap itself only: it exits before its
+        # child, the sandbox's init, has reaped anything. Nothing honest to report.
+        return None
+
+    def _kill_init(self) -> None:
+        with self._init_lock:
+            if self._init_pidfd >= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+
+    def _after_exit(self) -> None:
+        super()._after_exit()
+        if self._proc.returncode is None:
+            return
+        with self._init_lock:
+            fd, self._init_pidfd = self._init_pidfd, -1
+        if fd < 0:
+            return
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            # Readable once the init has exited, which it does only after the
+            # kernel has killed and waited for every other process in its pid namespace.
+            _poll_fd(fd, _INIT_EXIT_TIMEOUT)
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_init_pidfd", -1)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+
+
+def _read_init_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int | None:
+    """The sandbox init's host pid from bubblewrap's --info-fd; None when bubblewrap
+    exited before creating the sandbox (its own error message is on the command's stderr)."""
+    data = b""
+    deadline = time.monotonic() + _INFO_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not _poll_fd(info_fd, remaining):
+            raise SandboxSetupError(
+                f"bubblewrap did not report its sandbox within {_INFO_TIMEOUT:g}s", step="info-fd", path=str(proc.args)
+            )
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        return None
+    try:
+        pid = json.loads(data)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        raise SandboxSetupError(
+            f"unexpected --info-fd output from bubblewrap: {data[:200]!r}",
+            step="info-fd",
+        ) from None
+    if not isinstance(pid, int) or pid <= 0:
+        raise SandboxSetupError(f"unexpected child-pid from bubblewrap: {pid!r}", step="info-fd")
+    return pid
+
+
+def _open_init(pid: int, monitor: int) -> int:
+    """A pidfd on the sandbox's init, checked to still be the monitor's child (so not a reused pid)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        ppid = -1
+    if ppid != monitor:
+        # Already reparented: the monitor is gone, and so is the sandbox (die-with-parent).
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _apply_rlimits(pid: int, settings: Sequence[RlimitSetting]) -> None:
+    for st in settings:
+        # bubblewrap's init (pid 1 of the sandbox) runs as the sandbox user and
+        # counts against RLIMIT_NPROC too: allow for it.
+        extra = 1 if st.name == "max_pids" else 0
+        try:
+            resource.prlimit(pid, st.resource, (st.soft + extra, st.hard + extra))
+        except OSError as exc:
+            raise SandboxSetupError(
+                f"cannot apply limits.{st.name} to the sandbox (prlimit: {exc.strerror})",
+                step="prlimit",
+                path=f"/proc/{pid}",
+                errno=exc.errno or 0,
+            ) from None
+
+
 class BwrapBackend:
     name = "bwrap"
+
+    @property
+    def enforced_limits(self) -> frozenset[str]:
+        """Limits this backend enforces (with prlimit(2) on the blocked sandbox).
+
+        The kernel does not apply RLIMIT_NPROC to host uid 0, and for a root
+        caller bubblewrap maps the sandbox user to host uid 0: `max_pids` is
+        therefore not claimed when the caller is root.
+        """
+        if os.geteuid() == 0:
+            return RLIMIT_LIMITS - {"max_pids"}
+        return RLIMIT_LIMITS
 
     def availability(self) -> Availability:
         bwrap = find_bwrap()
@@ -211,15 +421,23 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
-        seccomp_fd = -1
-        pass_fds: tuple[int, ...] = ()
-        if plan.seccomp is not None:
-            seccomp_fd = os.memfd_create("isolation-seccomp", os.MFD_CLOEXEC)
-            os.write(seccomp_fd, plan.seccomp.bpf)
-            os.lseek(seccomp_fd, 0, os.SEEK_SET)
-            pass_fds = (seccomp_fd,)
+        settings = [st for st in rlimit_settings(plan.policy.limits) if st.name in self.enforced_limits]
+        child_ends: list[int] = []
+        info_r = block_w = -1
         try:
-            args = plan_to_bwrap_args(plan, bwrap, seccomp_fd=seccomp_fd if pass_fds else None)
+            seccomp_fd: int | None = None
+            if plan.seccomp is not None:
+                seccomp_fd = os.memfd_create("isolation-seccomp", os.MFD_CLOEXEC)
+                child_ends.append(seccomp_fd)
+                os.write(seccomp_fd, plan.seccomp.bpf)
+                os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            info_r, info_w = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(info_w)
+            block_r: int | None = None
+            if settings:
+                block_r, block_w = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(block_r)
+            args = plan_to_bwrap_args(plan, bwrap, seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r)
             try:
                 proc = subprocess.Popen(
                     args,
@@ -228,7 +446,7 @@ class BwrapBackend:
                     stderr=stdio.stderr,
                     env={},
                     close_fds=True,
-                    pass_fds=pass_fds,
+                    pass_fds=tuple(child_ends),
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -238,12 +456,38 @@ class BwrapBackend:
                     path=bwrap,
                     errno=exc.errno or 0,
                 ) from None
+        except BaseException:
+            for fd in (info_r, block_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         finally:
-            if pass_fds:
-                os.close(seccomp_fd)
+            for fd in child_ends:
+                os.close(fd)
+        child = BwrapChild(proc, -1)
+        try:
+            init_pid = _read_init_pid(info_r, proc)
+            if init_pid is not None:
+                child = BwrapChild(proc, _open_init(init_pid, proc.pid))
+                if settings:
+                    if child.init_pidfd < 0:
+                        raise SandboxSetupError("the sandbox ended before its limits could be applied", step="prlimit")
+                    # The sandbox is set up and waits on its block fd: the command has not run yet.
+                    _apply_rlimits(init_pid, settings)
+                    os.write(block_w, b"1")
+        except BaseException:
+            # Kill before the block fd closes: on EOF bubblewrap would go on without the limits.
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            os.close(info_r)
+            if block_w >= 0:
+                os.close(block_w)
         enforced = list(_ENFORCED_BASE)
         if not plan.network:
             enforced.insert(3, "namespace:net")
         if plan.seccomp is not None:
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
-        return Launched(PopenChild(proc, kill_group=True), tuple(enforced))
+        enforced += [st.claim for st in settings]
+        return Launched(child, tuple(enforced))
