@@ -14,15 +14,15 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
-from isolation import landlock
+from isolation.audit import AuditLog, audit_record, plan_record
 from isolation.backends import BACKEND_NAMES, Resolution, resolve_backend
-from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
 from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
 from isolation.errors import (
     CommandNotExecutable,
@@ -33,10 +33,11 @@ from isolation.errors import (
     SandboxSetupError,
 )
 from isolation.limits import parse_size
-from isolation.plan import SandboxPlan, build_plan
+from isolation.plan import build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
 from isolation.profiles import load_profile
+from isolation.result import Outcome, RunResult
 from isolation.runner import Sandbox, run, spawn
 
 EXIT_SETUP = 125
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run a command in a sandbox")
     _add_policy_options(p_run)
     p_run.add_argument("--timeout", type=float, metavar="SEC", help="kill the whole sandbox after SEC seconds")
+    p_run.add_argument("--audit-log", metavar="FILE", help="append the plan and the outcome as one JSON line to FILE")
     p_plan = sub.add_parser("plan", help="print what a run would enforce, run nothing")
     _add_policy_options(p_plan)
     p_probe = sub.add_parser("probe", help="report what this host can enforce")
@@ -146,25 +148,6 @@ def _resolve(args: argparse.Namespace) -> Resolution:
     )
 
 
-def _plan_record(plan: SandboxPlan, res: Resolution) -> dict[str, Any]:
-    record: dict[str, Any] = {"backend": res.backend.name, "backend_reason": res.reason, **plan.to_dict()}
-    if res.backend.name == "none":
-        record["isolation"] = "NONE: the command runs on the host; nothing below is enforced except the environment"
-    if res.backend.name == "bwrap":
-        record["bwrap_argv"] = plan_to_bwrap_args(plan, find_bwrap() or "bwrap")
-        record["landlock"] = None
-    if res.backend.name == "native":
-        from isolation.backends.native import host_features
-
-        abi = host_features().landlock_abi
-        if abi:
-            rs = landlock.ruleset_for(plan, abi)
-            record["landlock"] = {"abi": abi, "claim": rs.claim(), "rules": rs.describe()}
-        else:
-            record["landlock"] = None
-    return record
-
-
 def _print_plan(record: dict[str, Any]) -> None:
     out = sys.stdout.write
     out(f"backend:   {record['backend']} ({record['backend_reason']})\n")
@@ -182,6 +165,8 @@ def _print_plan(record: dict[str, Any]) -> None:
     out("env passed:\n")
     for k, v in record["env"].items():
         out(f"  {k}={v}\n")
+    if record.get("env_passed_secret_like"):
+        out(f"  PASSED, look like secrets: {', '.join(record['env_passed_secret_like'])}\n")
     denied = record["env_denied"]
     out(f"env denied ({len(denied)}): {', '.join(denied) or '-'}\n")
     if record["env_denied_secret_like"]:
@@ -199,8 +184,18 @@ def _print_plan(record: dict[str, Any]) -> None:
             out(f"  {r['path']}: {','.join(r['access'])}\n")
     elif "landlock" in record:
         out("landlock:  not applied by this backend\n")
+    limits = ", ".join(_limit_text(r) for r in record.get("limits", [])) or "-"
+    out(f"limits:    {limits}\n")
     if "bwrap_argv" in record:
         out(f"bwrap argv:\n  {shlex.join(record['bwrap_argv'])}\n")
+
+
+def _limit_text(row: dict[str, Any]) -> str:
+    value = row["value"]
+    if row["name"] in ("memory", "max_file_size", "max_output"):
+        value = next((f"{value >> s}{u}" for s, u in ((30, "G"), (20, "M"), (10, "K")) if value % (1 << s) == 0), value)
+    by = row["enforced_by"]
+    return f"{row['name']}={value} ({f'by {by}' if by else 'NOT enforceable by this backend: strict refuses'})"
 
 
 def _print_probe(facts: dict[str, Any]) -> None:
@@ -246,7 +241,23 @@ def _wait_forwarding_signals(sb: Sandbox) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    policy, cmd = _policy(args), _command(args)
+    if not args.audit_log:
+        return _run(args, _policy(args), _command(args))[0]
+    record: dict[str, Any] | None = None
+    with AuditLog(args.audit_log) as log:  # opened first: an unwritable log refuses the run
+        try:
+            policy, cmd = _policy(args), _command(args)
+            res = _resolve(args)
+            record = plan_record(build_plan(policy, cmd, check_executable=res.backend.name != "none"), res)
+            status, result = _run(args, policy, cmd)
+        except IsolationError as exc:
+            log.append(audit_record(record, error=exc))
+            raise
+        log.append(audit_record(record, result))
+    return status
+
+
+def _run(args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str]) -> tuple[int, RunResult]:
     enforcement = "best_effort" if args.best_effort else "strict"
     common: dict[str, Any] = {
         "backend": args.backend,
@@ -257,11 +268,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         res = run(cmd, policy, stdin=sys.stdin.fileno(), **common)
         print(json.dumps(_result_json(res), indent=2))
-        return res.exit_status()
+        return res.exit_status(), res
     with spawn(cmd, policy, stdin=sys.stdin.fileno(), stdout=None, stderr=None, **common) as sb:
         if sb.missing:
             print(f"isolation: best effort, NOT enforced: {', '.join(sb.missing)}", file=sys.stderr)
         timeout = policy.limits.wall_timeout
+        timed_out = False
         if timeout is not None:
             try:
                 sb.wait(timeout)
@@ -269,16 +281,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 sb.kill()
                 sb.wait()
                 print(f"isolation: timed out after {timeout:g}s; sandbox killed", file=sys.stderr)
-                return 128 + signal.SIGKILL
+                timed_out = True
         rc = _wait_forwarding_signals(sb)
-    return 128 - rc if rc < 0 else rc
+    claims = () if timeout is None else (f"limit:wall_timeout={timeout}:runner",)
+    outcome: Outcome = "timeout" if timed_out else "signaled" if rc < 0 else "exited"
+    duration = time.monotonic() - sb.started
+    res = RunResult(tuple(cmd), rc, b"", b"", sb.backend, duration, (*sb.enforced, *claims), outcome, sb.missing)
+    return (128 + signal.SIGKILL if timed_out else res.exit_status()), res
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     policy, cmd = _policy(args), _command(args)
     res = _resolve(args)
     plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
-    record = _plan_record(plan, res)
+    record = plan_record(plan, res)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

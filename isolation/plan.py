@@ -28,7 +28,7 @@ WORK_DIR = "/work"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Variable names that look like credentials: called out when they are withheld.
-_SECRET_HINTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
+SECRET_HINTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
 
 
 @attrs.frozen
@@ -70,7 +70,7 @@ class SandboxPlan:
         return dict(self.env)
 
     def secret_like_denied(self) -> tuple[str, ...]:
-        return tuple(n for n in self.env_denied if any(h in n.upper() for h in _SECRET_HINTS))
+        return tuple(n for n in self.env_denied if any(h in n.upper() for h in SECRET_HINTS))
 
     def to_dict(self) -> dict[str, object]:
         return {
