@@ -208,6 +208,8 @@ def _print_probe(facts: dict[str, Any]) -> None:
     out(f"landlock ABI:    {facts['landlock_abi'] or 'unavailable'}\n")
     out(f"seccomp:         {'yes' if facts['seccomp'] else 'no'}\n")
     out(f"cgroup v2:       {facts['cgroup2'] or 'not mounted'}\n")
+    cg = facts["cgroup_limits"]
+    out(f"cgroup limits:   {'available' if cg['available'] else 'unavailable, rlimits are used'} ({cg['reason']})\n")
     for name, b in facts["backends"].items():
         out(f"backend {name + ':':8} {'available' if b['available'] else 'unavailable'} ({b['detail']})\n")
     out(f"auto picks:      {facts['auto'] or 'nothing (no isolation backend available)'}\n")

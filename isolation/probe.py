@@ -8,6 +8,7 @@ from typing import Any
 from isolation import landlock
 from isolation.backends import AUTO_ORDER, get_backend
 from isolation.backends.bwrap import bwrap_version, find_bwrap
+from isolation.cgroups import cgroup_status
 from isolation.errors import IsolationUnavailable
 from isolation.userns import userns_status
 
@@ -59,6 +60,7 @@ def probe() -> dict[str, Any]:
         "landlock_abi": landlock_abi(),
         "seccomp": seccomp_available(),
         "cgroup2": cgroup2_mount(),
+        "cgroup_limits": cgroup_status().to_dict(),
         "backends": backends,
         "auto": auto,
     }
