@@ -7,6 +7,7 @@ the matrix for local work; CI runs the default, so no backend is skipped there.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,3 +19,38 @@ BACKENDS = tuple(b for b in os.environ.get("ISOLATION_TEST_BACKENDS", ",".join(A
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a real sandboxing backend."""
     return str(request.param)
+
+
+def _fd_table() -> dict[str, str]:
+    table = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            table[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor os.listdir itself used
+            continue
+    return table
+
+
+def _child_pids() -> list[int]:
+    """Processes whose parent is the test process, zombies included."""
+    me, kids = os.getpid(), []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(pid))
+            except OSError:
+                continue
+    return kids
+
+
+@pytest.fixture(scope="session")
+def no_leaks() -> Iterator[None]:
+    """Requested by the sandbox lifecycle tests: at the end of the session, the test
+    process has no child (zombie or alive) and no descriptor it did not have before."""
+    before = _fd_table()
+    yield
+    leaked = {fd: target for fd, target in _fd_table().items() if before.get(fd) != target}
+    assert leaked == {}, f"descriptors leaked by the suite: {leaked}"
+    assert _child_pids() == [], "children (or zombies) left behind by the suite"
