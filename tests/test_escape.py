@@ -700,3 +700,53 @@ def test_hostname_is_not_the_hosts(backend: str) -> None:
     host = on_host(HOSTNAME, "read-only")
     assert host["hostname"] == host_name == host["proc"]
 
+
+
+# -- the caller itself --------------------------------------------------------------------------
+
+
+# Runs in a fresh interpreter (the test process may have run sandboxes already): records
+# its own state, starts three sandboxes, and reports the state after each.
+CALLER = """
+import ctypes, json, os, sys
+import isolation
+libc = ctypes.CDLL(None, use_errno=True)
+
+def state():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    keys = ("NoNewPrivs", "Seccomp", "CapEff", "CapPrm", "CapBnd", "SigBlk", "Uid", "Gid")
+    return {
+        "dumpable": libc.prctl(3, 0, 0, 0, 0),  # PR_GET_DUMPABLE: a flag of the whole address space
+        **{k: status[k].split() for k in keys},
+        "umask": os.umask(os.umask(0o022)),
+        "cwd": os.getcwd(),
+        "sid": os.getsid(0),
+        "proc_owner": os.stat(f"/proc/{os.getpid()}").st_uid,
+    }
+
+states, runs = [state()], []
+for _ in range(3):
+    try:
+        res = isolation.run([sys.argv[2], "-c", "import os; print(os.getuid())"], backend=sys.argv[1], timeout=60)
+        runs.append(res.stdout.decode().strip())
+    except isolation.IsolationError as e:
+        runs.append(repr(e))
+    states.append(state())
+print(json.dumps({"states": states, "runs": runs}))
+"""
+
+
+def test_running_a_sandbox_leaves_the_caller_unchanged(backend: str) -> None:
+    """Setting up a sandbox must not change the caller's own process: not its privileges,
+    its session, its signal mask, nor whether it can be inspected (dumpable is a flag of
+    the address space, so a setup that shares the caller's memory must not flip it).
+    And a second and third sandbox still start from the same caller."""
+    res = subprocess.run([sys.executable, "-c", CALLER, backend, PYTHON], capture_output=True, timeout=120,
+                         check=False)
+    assert res.returncode == 0, res.stderr.decode()
+    out = json.loads(res.stdout)
+    assert out["runs"] == [str(NOBODY)] * 3
+    first = out["states"][0]
+    assert first["dumpable"] == 1  # control: a fresh interpreter is dumpable, so a flip would show
+    for after in out["states"][1:]:
+        assert after == first
