@@ -23,11 +23,15 @@ from isolation.errors import (
     IsolationUnavailable,
     PolicyError,
     SandboxSetupError,
+    StageError,
+    StageFailed,
+    StageRaised,
 )
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import Bind, IsolationPolicy
 from isolation.result import RunResult
 from isolation.runner import DEVNULL, PIPE, Sandbox, run, run_async, spawn
+from isolation.stage import CommandStage, PythonStage, StageExecutor, StageResult, Task, command_stage, stage
 
 __version__ = "0.1.0"
 
@@ -35,6 +39,7 @@ __all__ = [
     "Bind",
     "CommandNotExecutable",
     "CommandNotFound",
+    "CommandStage",
     "Cost",
     "DEVNULL",
     "Effect",
@@ -53,15 +58,24 @@ __all__ = [
     "PolicyError",
     "Process",
     "Pure",
+    "PythonStage",
     "RunResult",
     "Sandbox",
     "SandboxPlan",
     "SandboxSetupError",
+    "StageError",
+    "StageExecutor",
+    "StageFailed",
+    "StageRaised",
+    "StageResult",
+    "Task",
     "Unknown",
     "build_bwrap_command",
     "build_plan",
+    "command_stage",
     "find_bwrap",
     "run",
     "run_async",
     "spawn",
+    "stage",
 ]

@@ -43,3 +43,33 @@ class CommandNotExecutable(PolicyError):
 
 class BwrapFromPathWarning(UserWarning):
     """bubblewrap was found only through $PATH, not in a trusted system location."""
+
+
+class StageError(IsolationError):
+    """A pipeline stage ran but gave no value. `stage` names it; `result` is its run, if any."""
+
+    def __init__(self, message: str, *, stage: str, result: object = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.result = result
+
+
+class StageRaised(StageError):
+    """The stage's Python callable raised inside the sandbox.
+
+    `error_type`, `error_message` and `traceback` are text reported by the
+    sandbox: shown to people, never evaluated.
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, error_type: str, error_message: str, traceback: str, result: object = None
+    ) -> None:
+        super().__init__(message, stage=stage, result=result)
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class StageFailed(StageError):
+    """The stage ended without a value: a command exited non-zero, the sandbox was
+    killed or timed out, or a Python stage's reply was missing or not valid JSON."""

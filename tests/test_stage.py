@@ -1,0 +1,138 @@
+"""Stages: effects become the sandbox, data crosses as JSON, refusals happen before anything runs."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stage_funcs as sf
+
+import isolation
+from isolation import FsRead, FsWrite, Network, PolicyError, StageFailed, StageRaised
+from isolation.stage import BOOT
+
+
+@pytest.fixture
+def ex(backend: str) -> isolation.StageExecutor:
+    return isolation.StageExecutor(backend=backend, max_workers=4)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP server on the host's loopback that accepts everything."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = False
+
+    def serve() -> None:
+        while not stop:
+            try:
+                srv.accept()[0].close()
+            except OSError:
+                return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop = True
+    srv.close()
+
+
+def test_python_stage_gets_json_arguments_and_returns_json(ex: isolation.StageExecutor) -> None:
+    [r] = ex.run([sf.describe(1, (2, 3), label="x")])
+    assert r.ok and r.value == {"sum": 6, "label": "x", "uid": 65534, "cwd": "/work", "nan_free": [1.5, None]}
+    # What the stage prints goes to stderr: it cannot forge the reply.
+    assert r.run is not None and b"forged by printing" in r.run.stderr
+    assert r.run.argv[:4] == (sys.executable, "-I", "-c", BOOT)
+
+
+def test_stage_errors_come_back_typed_with_the_traceback(ex: isolation.StageExecutor) -> None:
+    raised, died, bad = ex.run([sf.fail("boom"), sf.die(3), sf.not_json()])
+    assert isinstance(raised.error, StageRaised) and raised.error.error_type == "builtins.ValueError"
+    assert raised.error.error_message == "boom" and raised.error.stage == "fail"
+    assert 'stage_funcs.py", line' in raised.error.traceback and "raise ValueError(message)" in raised.error.traceback
+    with pytest.raises(StageRaised, match="stage 'fail' raised ValueError: boom"):
+        raised.unwrap()
+    assert isinstance(died.error, StageFailed) and "no valid reply (exit status 3)" in str(died.error)
+    assert isinstance(bad.error, StageRaised) and "not JSON data" in bad.error.error_message
+
+
+def test_effects_are_the_sandbox(ex: isolation.StageExecutor, tmp_path: Path, listener: int) -> None:
+    (tmp_path / "in.txt").write_text("secret input")
+    out = tmp_path / "out.txt"
+    results = ex.run(
+        [
+            sf.read_text(str(tmp_path / "in.txt")),  # no FsRead: not visible
+            sf.read_text.with_effects(FsRead(str(tmp_path)))(str(tmp_path / "in.txt")),  # control
+            sf.write_text.with_effects(FsRead(str(tmp_path)))(str(out), "x"),  # read-only: refused by the kernel
+            sf.write_text.with_effects(FsWrite(str(tmp_path)))(str(out), "written"),  # control
+            sf.connect(listener),  # no Network: the host's loopback is out of reach
+            sf.connect.with_effects(Network)(listener),  # control
+        ]
+    )
+    hidden, seen, ro, rw, offline, online = results
+    assert isinstance(hidden.error, StageRaised) and hidden.error.error_type == "builtins.FileNotFoundError"
+    assert seen.value == "secret input"
+    assert isinstance(ro.error, StageRaised) and "Read-only file system" in ro.error.error_message
+    assert rw.ok and out.read_text() == "written"
+    assert str(offline.value).startswith("refused") and online.value == "connected"
+
+
+def test_command_stages(ex: isolation.StageExecutor, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("a\nb\nc\n")
+    wc = isolation.command_stage("wc", ["wc", "-l"], effects=[FsRead(str(tmp_path))])
+    false = isolation.command_stage("false", ["sh", "-c", "echo why >&2; exit 4"])
+    counted, stdin, failed = ex.run([wc(str(tmp_path / "f")), wc(stdin=b"1\n2\n"), false()])
+    assert counted.ok and counted.value.stdout.split()[0] == b"3"
+    assert stdin.value.stdout.strip() == b"2"
+    assert (
+        isinstance(failed.error, StageFailed)
+        and "exited with status 4" in str(failed.error)
+        and "why" in str(failed.error)
+    )
+    assert failed.value.returncode == 4
+
+
+def test_nothing_runs_when_one_stage_cannot(ex: isolation.StageExecutor, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    writer = sf.write_text.with_effects(FsWrite(str(tmp_path)))(str(marker), "x")
+    for bad, error, message in [
+        (sf.read_text.with_effects(FsRead("/no/such/dir"))("/no/such/dir/f"), PolicyError, "/no/such/dir does not"),
+        (isolation.command_stage("x", ["no-such-tool-xyz"])(), isolation.CommandNotFound, "not found"),
+        (sf.describe(1, {2}), PolicyError, "arguments must be JSON data"),
+    ]:
+        with pytest.raises(error, match=message):
+            ex.run([writer, bad])
+        assert not marker.exists()
+    ex.run([writer])  # control: alone, it runs
+    assert marker.read_text() == "x"
+
+
+def test_stages_run_in_parallel_and_time_out(ex: isolation.StageExecutor) -> None:
+    start = time.monotonic()
+    results = ex.run([sf.snooze(1.5) for _ in range(4)])
+    elapsed = time.monotonic() - start
+    assert [r.value for r in results] == [1.5] * 4
+    assert elapsed < 4.5, elapsed  # one after another would take more than 6 s
+    quick = isolation.stage(timeout=0.5)(sf.snooze.func)
+    [r] = ex.run([quick(30)])
+    assert isinstance(r.error, StageFailed) and "timed out" in str(r.error) and r.run is not None and r.run.timed_out
+
+
+def test_declaration_errors() -> None:
+    def local() -> None: ...
+
+    with pytest.raises(PolicyError, match="module-level function"):
+        isolation.stage()(local)
+    with pytest.raises(PolicyError, match="unknown effect"):
+        isolation.stage(effects=["teleport"])
+    with pytest.raises(PolicyError, match="non-empty"):
+        isolation.command_stage("x", "ls -l")
+    with pytest.raises(isolation.IsolationUnavailable, match="never runs a stage without isolation"):
+        isolation.StageExecutor(backend="none").run([sf.snooze(0)])
