@@ -1,0 +1,202 @@
+"""Sandbox lifecycle: nothing outlives a run, whatever ends it; stdin, streaming, concurrency.
+
+Every process of a sandboxed tree carries a unique marker in its argv (as $0 of
+sh, and as an extra fraction of a second for sleep, which adds its arguments up),
+so the tests can look for survivors in the host's /proc. Bounds are generous;
+timings belong in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import isolation
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# sh -c SCRIPT MARKER: $0 is the marker. Seven processes: sh, an inner sh and five sleeps (the subshell execs its last).
+_BG = """sleep 600 "$0" & (sleep 600 "$0" & sleep 600 "$0") & sh -c 'sleep 600 "$0"; :' "$0" & """
+TREE = _BG + 'sleep 600 "$0"'
+TREE_THEN_EXIT = _BG + "echo done"
+
+
+def _marker() -> str:
+    return f"0.{uuid.uuid4().int % 10**18:018d}"
+
+
+def _with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_for(predicate: object, bound: float = 30.0) -> bool:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_timeout_kills_the_whole_tree_before_run_returns(backend: str) -> None:
+    marker = _marker()
+    res = isolation.run(["sh", "-c", TREE, marker], backend=backend, timeout=1)
+    assert res.outcome == "timeout" and res.timed_out
+    assert res.duration < 20
+    assert _with(marker) == []
+    # Control: the same tree, left running, is found by the marker search.
+    with isolation.spawn(["sh", "-c", TREE, marker], backend=backend) as sb:
+        assert _wait_for(lambda: len(_with(marker)) >= 7)
+        sb.kill()
+        sb.wait()
+        assert _with(marker) == []
+
+
+def test_background_processes_die_with_the_command(backend: str) -> None:
+    marker = _marker()
+    res = isolation.run(["sh", "-c", TREE_THEN_EXIT, marker], backend=backend, timeout=60)
+    assert (res.returncode, res.stdout, res.outcome) == (0, b"done\n", "exited")
+    assert _with(marker) == []
+
+
+def test_asyncio_cancellation_kills_and_reaps(backend: str) -> None:
+    marker = _marker()
+
+    async def main() -> None:
+        task = asyncio.create_task(isolation.run_async(["sh", "-c", TREE, marker], backend=backend))
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(_wait_for, lambda: len(_with(marker)) >= 7)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert _with(marker) == []
+
+
+CALLER = """
+import sys
+import isolation
+isolation.run(["sh", "-c", sys.argv[2], sys.argv[3]], backend=sys.argv[1])
+"""
+
+
+def test_sigkill_of_the_caller_leaves_no_sandboxed_process(backend: str) -> None:
+    marker = _marker()
+    env = {**os.environ, "PYTHONPATH": REPO}
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, backend, TREE, marker], env=env)
+    try:
+        # Control: the tree is up while its caller lives.
+        assert _wait_for(lambda: len(_with(marker)) >= 8), "the sandboxed tree never started"  # + the caller
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
+
+
+def test_stdin_as_bytes_file_and_pipe(backend: str, tmp_path: os.PathLike[str]) -> None:
+    assert isolation.run(["cat"], stdin=b"bytes\n", backend=backend).stdout == b"bytes\n"
+    assert isolation.run(["cat"], stdin="text\n", backend=backend).stdout == b"text\n"
+    path = os.path.join(tmp_path, "in")
+    with open(path, "wb") as f:
+        f.write(b"from a file\n" * 1000)
+    with open(path, "rb") as f:
+        assert isolation.run(["cat"], stdin=f, backend=backend).stdout == b"from a file\n" * 1000
+    r, w = os.pipe()
+    feeder = threading.Thread(target=lambda: (os.write(w, b"x" * 300_000), os.close(w)))
+    feeder.start()
+    try:
+        res = isolation.run(["wc", "-c"], stdin=r, backend=backend)
+    finally:
+        feeder.join()
+        os.close(r)
+    assert res.stdout.strip() == b"300000"
+    # Control: without stdin the sandbox reads an empty stream, not the caller's.
+    assert isolation.run(["cat"], backend=backend).stdout == b""
+
+
+def test_streaming_through_spawn(backend: str) -> None:
+    cmd = ["sh", "-c", "for i in 1 2 3; do echo line $i; read ack; done; echo end"]
+    with isolation.spawn(cmd, backend=backend, stdin=isolation.PIPE) as sb:
+        assert sb.stdin is not None and sb.stdout is not None
+        for i in (1, 2, 3):
+            # Each line arrives while the command is still running (it waits for our ack).
+            assert sb.stdout.readline() == f"line {i}\n".encode()
+            assert sb.poll() is None
+            sb.stdin.write(b"ok\n")
+        assert sb.stdout.read() == b"end\n"
+        assert sb.wait(timeout=30) == 0
+
+
+def test_200_concurrent_runs_from_threads(backend: str) -> None:
+    marker = _marker()
+    results: dict[int, isolation.RunResult] = {}
+    errors: list[BaseException] = []
+    gate = threading.Barrier(200)
+
+    def worker(k: int) -> None:
+        try:
+            gate.wait()
+            results[k] = isolation.run(
+                ["sh", "-c", 'sleep 600 & echo "$1"', marker, str(k)], backend=backend, timeout=120
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {k: (r.returncode, r.stdout) for k, r in results.items()} == {k: (0, f"{k}\n".encode()) for k in range(200)}
+    assert _with(marker) == []
+
+
+def test_200_concurrent_runs_from_an_event_loop(backend: str) -> None:
+    marker = _marker()
+
+    async def main() -> list[isolation.RunResult]:
+        runs = [
+            isolation.run_async(["sh", "-c", 'sleep 600 & echo "$1"', marker, str(k)], backend=backend, timeout=120)
+            for k in range(200)
+        ]
+        return await asyncio.gather(*runs)
+
+    results = asyncio.run(main())
+    assert [(r.returncode, r.stdout) for r in results] == [(0, f"{k}\n".encode()) for k in range(200)]
+    assert _with(marker) == []
+
+
+def test_event_loop_stays_responsive_during_runs(backend: str) -> None:
+    async def main() -> float:
+        run = asyncio.create_task(isolation.run_async(["sleep", "1"], backend=backend))
+        start = time.monotonic()
+        ticks = 0
+        while not run.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert (await run).returncode == 0
+        return (time.monotonic() - start) / max(ticks, 1)
+
+    # Control-free by nature; the bound is generous: the loop ticked while the sandbox ran.
+    assert asyncio.run(main()) < 0.5
