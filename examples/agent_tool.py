@@ -44,7 +44,9 @@ def main() -> int:
     plan = isolation.build_plan(policy, cmd)
     res = isolation.run(cmd, policy, cwd=checkout, timeout=600)
     sys.stdout.write(res.stdout.decode(errors="replace"))
+    sys.stdout.flush()
     sys.stderr.write(res.stderr.decode(errors="replace"))
+    sys.stderr.flush()
     print(f"--- exit status {res.returncode} ({res.outcome}, {res.duration:.2f}s, backend {res.backend})")
     print(f"--- withheld {len(plan.env_denied)} variables, these look like secrets: "
           f"{', '.join(plan.secret_like_denied()) or 'none'}")  # fmt: skip

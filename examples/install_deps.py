@@ -138,7 +138,9 @@ def main() -> int:
         return 0
     res = install(args.package, args.target, network=args.network)
     sys.stdout.write(res.stdout.decode(errors="replace"))
+    sys.stdout.flush()
     sys.stderr.write(res.stderr.decode(errors="replace"))
+    sys.stderr.flush()
     print(f"pip exited {res.returncode} after {res.duration:.1f}s (backend {res.backend})")
     print(f"{args.target} now holds: {', '.join(sorted(os.listdir(args.target)))}")
     report = os.path.join(args.target, "demo_pkg", "build_report.json")

@@ -52,7 +52,10 @@ def main() -> int:
     print(f"ls (command stage): {results[-1].value.stdout.decode().split()}")
     summary = executor.call(total(counts))
     print(f"total: {json.dumps(summary)}")
-    print(f"enforced for each stage: {', '.join(results[0].run.enforced[:4])}, ...")
+    first = results[0].run
+    if first is not None:
+        layers = sorted({e.split(":")[0] for e in first.enforced})
+        print(f"each stage ran in its own {first.backend} sandbox; layers enforced: {', '.join(layers)}")
     return 0 if all(r.ok for r in results) else 1
 
 
