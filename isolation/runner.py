@@ -17,7 +17,7 @@ import attrs
 
 from isolation.backends import Enforcement, Launched, Stdio, resolve_backend, warn_unisolated
 from isolation.backends.none import NoneBackend
-from isolation.errors import IsolationUnavailable, PolicyError
+from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
 from isolation.paths import normalize_path
 from isolation.plan import build_plan
@@ -333,16 +333,36 @@ def _spawn(
 
         child_fds = [child_end("stdin", stdin, 0), child_end("stdout", stdout, 1), child_end("stderr", stderr, 2)]
         launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
-    except BaseException:
+    except BaseException as exc:
         for f in parent_ends.values():
             f.close()
+        if isinstance(exc, OSError):  # the caller ran out of descriptors or processes
+            raise _setup_error(exc) from exc
         raise
     finally:
         for fd in to_close:
             os.close(fd)
     if unenforceable:
         launched = attrs.evolve(launched, missing=(*launched.missing, *(f"limit:{n}" for n in unenforceable)))
-    return Sandbox(argv, backend.name, launched, parent_ends)
+    try:
+        return Sandbox(argv, backend.name, launched, parent_ends)
+    except BaseException as exc:
+        launched.child.kill()
+        launched.child.wait()
+        for f in parent_ends.values():
+            f.close()
+        if isinstance(exc, OSError):
+            raise _setup_error(exc) from exc
+        raise
+
+
+def _setup_error(exc: OSError) -> SandboxSetupError:
+    return SandboxSetupError(
+        f"cannot start the sandbox: {exc.strerror or exc} (each running sandbox holds about 4 descriptors "
+        "of the caller, about 10 while it starts)",
+        step="launch",
+        errno=exc.errno or 0,
+    )
 
 
 def _stdin_for_run(stdin: bytes | str | StdinArg) -> tuple[StdinArg, bytes | None]:

@@ -9,13 +9,16 @@ timings belong in benchmarks/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -113,6 +116,27 @@ def test_sigkill_of_the_caller_leaves_no_sandboxed_process(backend: str) -> None
     assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
 
 
+def test_running_out_of_descriptors_is_a_typed_error(backend: str) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        for fd in held[-3:]:  # room for a pipe, not for a sandbox
+            os.close(fd)
+        del held[-3:]
+        with pytest.raises(isolation.SandboxSetupError, match="cannot start the sandbox"):
+            isolation.run(["true"], backend=backend)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Control: with descriptors to spare, the same run works.
+    assert isolation.run(["true"], backend=backend).returncode == 0
+
+
 def test_stdin_as_bytes_file_and_pipe(backend: str, tmp_path: os.PathLike[str]) -> None:
     assert isolation.run(["cat"], stdin=b"bytes\n", backend=backend).stdout == b"bytes\n"
     assert isolation.run(["cat"], stdin="text\n", backend=backend).stdout == b"text\n"
@@ -147,6 +171,18 @@ def test_streaming_through_spawn(backend: str) -> None:
         assert sb.wait(timeout=30) == 0
 
 
+@pytest.fixture
+def fds_for_200() -> Iterator[None]:
+    """200 concurrent sandboxes need about 800 descriptors (2000 while all start at once):
+    more than the usual soft limit of 1024, so raise it up to the hard limit as a caller would."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("fds_for_200")
 def test_200_concurrent_runs_from_threads(backend: str) -> None:
     marker = _marker()
     results: dict[int, isolation.RunResult] = {}
@@ -172,6 +208,7 @@ def test_200_concurrent_runs_from_threads(backend: str) -> None:
     assert _with(marker) == []
 
 
+@pytest.mark.usefixtures("fds_for_200")
 def test_200_concurrent_runs_from_an_event_loop(backend: str) -> None:
     marker = _marker()
 
