@@ -136,3 +136,23 @@ def test_declaration_errors() -> None:
         isolation.command_stage("x", "ls -l")
     with pytest.raises(isolation.IsolationUnavailable, match="never runs a stage without isolation"):
         isolation.StageExecutor(backend="none").run([sf.snooze(0)])
+
+
+def test_a_limit_the_backend_cannot_enforce_refuses_the_pipeline(backend: str, tmp_path: Path) -> None:
+    from isolation.backends import get_backend
+    from isolation.limits import Limits
+    from isolation.runner import RUNNER_LIMITS
+
+    enforced = RUNNER_LIMITS | getattr(get_backend(backend), "enforced_limits", frozenset())
+    values = {"cpu_seconds": 60, "memory": 1 << 30, "max_pids": 64, "max_open_files": 256, "max_file_size": 1 << 20}
+    missing = [name for name in values if name not in enforced]
+    if not missing:
+        pytest.skip(f"{backend} enforces every limit for this caller")
+    marker = tmp_path / "ran"
+    writer = sf.write_text.with_effects(FsWrite(str(tmp_path)))(str(marker), "x")
+    limited = isolation.stage(limits=Limits(**{missing[0]: values[missing[0]]}))(sf.snooze.func)
+    with pytest.raises(isolation.IsolationUnavailable, match=f"cannot enforce limits {missing[0]}"):
+        isolation.StageExecutor(backend=backend).run([writer, limited(0)])
+    assert not marker.exists()
+    [r] = isolation.StageExecutor(backend=backend, enforcement="best_effort").run([limited(0)])
+    assert r.ok and r.run is not None and f"limit:{missing[0]}" in r.run.missing
