@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from isolation import landlock
-from isolation.backends import Backend, Resolution, resolve_backend
+from isolation.backends import Backend, Enforcement, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
 from isolation.errors import PolicyError
 from isolation.plan import SECRET_HINTS, SandboxPlan, build_plan
@@ -37,10 +37,12 @@ _URL_CREDENTIALS = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 _LOGGED_VALUES = frozenset({"PATH", "HOME", "USER", "LOGNAME", *DEFAULT_ENV_ALLOWLIST})
 
 
-def plan_record(plan: SandboxPlan, resolution: Resolution) -> dict[str, Any]:
+def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enforcement = "strict") -> dict[str, Any]:
     """What `isolation plan --json` prints: the backend and why, then everything the plan enforces."""
     backend = resolution.backend
-    record: dict[str, Any] = {"backend": backend.name, "backend_reason": resolution.reason, **plan.to_dict()}
+    record: dict[str, Any] = {"backend": backend.name, "backend_reason": resolution.reason}
+    record["enforcement"] = enforcement
+    record.update(plan.to_dict())
     record["env_passed_secret_like"] = [k for k, v in plan.env if k not in _LOGGED_VALUES and _secret_like(k, v)]
     record["limits"] = limits_record(plan.policy, backend)
     if backend.name == "none":
@@ -81,13 +83,14 @@ def describe(
     policy: IsolationPolicy | None = None,
     *,
     backend: str | None = "auto",
+    enforcement: Enforcement = "strict",
     unsafe_no_isolation: bool = False,
     require_isolation: bool | None = None,
 ) -> dict[str, Any]:
     """`plan_record` for a command as `isolation.run` would run it; runs nothing."""
     res = resolve_backend(backend, unsafe_no_isolation=unsafe_no_isolation, require_isolation=require_isolation)
     plan = build_plan(policy or IsolationPolicy(), cmd, check_executable=res.backend.name != "none")
-    return plan_record(plan, res)
+    return plan_record(plan, res, enforcement=enforcement)
 
 
 def redacted(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from isolation.audit import AuditLog, audit_record, plan_record
-from isolation.backends import BACKEND_NAMES, Resolution, resolve_backend
+from isolation.backends import BACKEND_NAMES, Enforcement, Resolution, resolve_backend
 from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
 from isolation.errors import (
     CommandNotExecutable,
@@ -151,6 +151,8 @@ def _resolve(args: argparse.Namespace) -> Resolution:
 def _print_plan(record: dict[str, Any]) -> None:
     out = sys.stdout.write
     out(f"backend:   {record['backend']} ({record['backend_reason']})\n")
+    if record.get("enforcement") == "best_effort":
+        out("enforcement: best effort: layers and limits this host lacks are skipped and reported as missing\n")
     if "isolation" in record:
         out(f"isolation: {record['isolation']}\n")
     out(f"command:   {shlex.join(record['argv'])}\n")
@@ -184,18 +186,20 @@ def _print_plan(record: dict[str, Any]) -> None:
             out(f"  {r['path']}: {','.join(r['access'])}\n")
     elif "landlock" in record:
         out("landlock:  not applied by this backend\n")
-    limits = ", ".join(_limit_text(r) for r in record.get("limits", [])) or "-"
+    strict = record.get("enforcement", "strict") == "strict"
+    unenforceable = "strict refuses the run" if strict else "best effort runs without it"
+    limits = ", ".join(_limit_text(r, unenforceable) for r in record.get("limits", [])) or "-"
     out(f"limits:    {limits}\n")
     if "bwrap_argv" in record:
         out(f"bwrap argv:\n  {shlex.join(record['bwrap_argv'])}\n")
 
 
-def _limit_text(row: dict[str, Any]) -> str:
+def _limit_text(row: dict[str, Any], unenforceable: str) -> str:
     value = row["value"]
     if row["name"] in ("memory", "max_file_size", "max_output"):
         value = next((f"{value >> s}{u}" for s, u in ((30, "G"), (20, "M"), (10, "K")) if value % (1 << s) == 0), value)
     by = row["enforced_by"]
-    return f"{row['name']}={value} ({f'by {by}' if by else 'NOT enforceable by this backend: strict refuses'})"
+    return f"{row['name']}={value} ({f'by {by}' if by else f'NOT enforceable by this backend: {unenforceable}'})"
 
 
 def _print_probe(facts: dict[str, Any]) -> None:
@@ -226,6 +230,10 @@ def _result_json(res: Any) -> dict[str, Any]:
         "enforced": list(res.enforced),
         "missing": list(res.missing),
         "output_truncated": res.output_truncated,
+        "term_signal": res.term_signal,
+        "limits_hit": list(res.limits_hit),
+        "cpu_time": res.cpu_time,
+        "peak_rss": res.peak_rss,
         "stdout": res.stdout.decode("utf-8", "backslashreplace"),
         "stderr": res.stderr.decode("utf-8", "backslashreplace"),
     }
@@ -250,7 +258,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             policy, cmd = _policy(args), _command(args)
             res = _resolve(args)
-            record = plan_record(build_plan(policy, cmd, check_executable=res.backend.name != "none"), res)
+            plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
+            record = plan_record(plan, res, enforcement=_enforcement(args))
             status, result = _run(args, policy, cmd)
         except IsolationError as exc:
             log.append(audit_record(record, error=exc))
@@ -259,8 +268,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def _enforcement(args: argparse.Namespace) -> Enforcement:
+    return "best_effort" if args.best_effort else "strict"
+
+
 def _run(args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str]) -> tuple[int, RunResult]:
-    enforcement = "best_effort" if args.best_effort else "strict"
+    enforcement = _enforcement(args)
     common: dict[str, Any] = {
         "backend": args.backend,
         "unsafe_no_isolation": args.unsafe_no_isolation,
@@ -296,7 +309,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     policy, cmd = _policy(args), _command(args)
     res = _resolve(args)
     plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
-    record = plan_record(plan, res)
+    record = plan_record(plan, res, enforcement=_enforcement(args))
     if args.json:
         print(json.dumps(record, indent=2))
     else:

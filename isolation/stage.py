@@ -22,6 +22,12 @@ runs arbitrary code in the parent (``__reduce__``), which would undo the
 sandbox. ``json.loads`` yields only dicts, lists, strings, numbers, booleans
 and None. So stage arguments and results must be JSON data (tuples arrive as
 lists); nothing is shared in memory.
+
+A Python stage runs ``python -I`` with the running interpreter
+(`IsolationPolicy.with_python`), the isolation package and the stage's own
+code bound read-only: its module's file, or its top-level package, never the
+directory around it (which may be a home directory). Anything else it imports
+from outside the interpreter's prefix needs an `FsRead` effect.
 """
 
 from __future__ import annotations

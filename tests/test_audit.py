@@ -164,3 +164,11 @@ def test_plan_human_output_is_the_review_artifact(tmp_path: Path) -> None:
         "bwrap argv:\n  /usr/bin/bwrap ",
     ):
         assert needle in r.stdout, needle
+
+
+def test_plan_says_what_best_effort_would_skip() -> None:
+    doc = json.loads(cli("plan", "--json", "--backend", "bwrap", "--best-effort", "--", "true").stdout)
+    assert doc["enforcement"] == "best_effort" and doc["limits"] == [
+        {"name": "max_output", "value": 64 << 20, "enforced_by": "runner"}
+    ]
+    assert json.loads(cli("plan", "--json", "--backend", "bwrap", "--", "true").stdout)["enforcement"] == "strict"
