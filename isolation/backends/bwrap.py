@@ -32,6 +32,12 @@ from isolation.userns import userns_status
 # would see (and could alter) everything the sandbox is meant to hide.
 TRUSTED_BWRAP_PATHS: tuple[str, ...] = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 SECCOMP_FD_PLACEHOLDER = "<seccomp-fd>"
+# Host-wide kernel knobs under /proc, bound read-only over the sandbox's fresh /proc.
+# bubblewrap covers some of them itself, but only those it finds writable at setup,
+# judged by the directory's own mode: /proc/sys (r-x) is skipped while the files in
+# it stay writable by host uid 0, which is who 65534 inside is for a root caller;
+# kernel.core_pattern there runs any program as host root.
+PROC_READ_ONLY: tuple[str, ...] = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 
 _path_warned = False
@@ -122,6 +128,9 @@ def plan_to_bwrap_args(
             args += ["--tmpfs", m.target]
         elif m.kind == "proc":
             args += ["--proc", m.target]
+            for sub in PROC_READ_ONLY:
+                if os.path.exists(f"/proc/{sub}"):
+                    args += ["--ro-bind", f"/proc/{sub}", f"{m.target}/{sub}"]
         elif m.kind == "dev":
             args += ["--dev", m.target]
         elif m.kind == "file":
