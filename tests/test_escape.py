@@ -750,3 +750,248 @@ def test_running_a_sandbox_leaves_the_caller_unchanged(backend: str) -> None:
     assert first["dumpable"] == 1  # control: a fresh interpreter is dumpable, so a flip would show
     for after in out["states"][1:]:
         assert after == first
+
+
+# -- more ways out ----------------------------------------------------------------------------
+
+
+ALL_PROCS = """
+import json, os
+out = {"self": os.getpid()}
+for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        st = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
+    except OSError:
+        continue  # exited meanwhile (only on the host, where other processes come and go)
+    keys = ("Uid", "CapInh", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+    info = {k: st[k].split() for k in keys}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+        info["fds"] = {}
+        for n in fds:
+            try:
+                info["fds"][n] = os.readlink(f"/proc/{pid}/fd/{n}")
+            except OSError:
+                pass  # closed meanwhile (the listing's own descriptor)
+        info["root"] = sorted(os.listdir(f"/proc/{pid}/root/"))
+    except OSError as e:
+        info["fds"] = type(e).__name__  # not inspectable by the command
+    out[pid] = info
+print(json.dumps(out))
+"""
+
+
+def test_every_process_in_the_sandbox_is_unprivileged_and_holds_nothing_of_the_host(
+    backend: str, tmp_path: Path
+) -> None:
+    """No process in the sandbox (its init included) keeps a capability, and none the command
+    can inspect runs without the syscall filter or holds a descriptor onto the host."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(fd, True)
+    try:
+        out = sandboxed(backend, ALL_PROCS)
+    finally:
+        os.close(fd)
+    me = out.pop("self")
+    assert 1 <= len(out) <= 3 and str(me) in out, out
+    view = set(sandboxed(backend, "import json, os; print(json.dumps(sorted(os.listdir('/'))))"))
+    for pid, info in out.items():
+        assert info["Uid"] == [str(NOBODY)] * 4, (pid, info)
+        for k in ("CapInh", "CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(info[k][0], 16) == 0, (pid, k, info)
+        assert info["NoNewPrivs"] == ["1"], (pid, info)
+        if isinstance(info["fds"], str):
+            assert pid != str(me) and info["fds"] == "PermissionError", (pid, info)
+            continue
+        assert info["Seccomp"] == ["2"], (pid, info)  # inspectable, so it must be filtered too
+        assert set(info["root"]) == view, (pid, info)  # its root is the sandbox's, not the host's
+        for n, target in info["fds"].items():
+            assert target.startswith(("pipe:", "socket:", "anon_inode:", "/dev/null", "/dev/pts/", "/proc/")), (
+                pid, n, target)
+    # Control: on the host the probe inspects the caller's own processes and their descriptors.
+    host = on_host(ALL_PROCS)
+    assert any(isinstance(i["fds"], dict) and str(tmp_path) not in i["fds"].values() for i in host.values()
+               if isinstance(i, dict))
+    assert any(i["NoNewPrivs"] == ["0"] for i in host.values() if isinstance(i, dict))
+
+
+def test_symlinks_in_a_bound_tree_do_not_lead_out_of_the_view(
+    backend: str, tmp_path: Path, var_tmp_secret: Path
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "abs").symlink_to(var_tmp_secret)
+    (ws / "dir").symlink_to(var_tmp_secret.parent)
+    (ws / "rel").symlink_to(os.path.relpath(var_tmp_secret, ws))
+    (ws / "root").symlink_to("/")
+    probes = [str(ws / "abs"), str(ws / "dir" / var_tmp_secret.name), str(ws / "rel"),
+              str(ws / "root" / str(var_tmp_secret).lstrip("/"))]
+    policy = IsolationPolicy.from_effects([FsWrite(str(ws))])
+    seen = sandboxed(backend, READ, *probes, policy=policy)
+    assert set(seen.values()) == {"FileNotFoundError"}, seen
+    # Writing through them lands in the sandbox's own (read-only) view, never on the host.
+    out = sandboxed(backend, WRITE, "overwritten", str(ws / "abs"), str(ws / "rel"), policy=policy)
+    assert "written" not in out.values(), out
+    secret = var_tmp_secret.read_text()
+    assert secret.startswith("var-tmp-secret-")
+    # Control: on the host every one of these links reaches the secret.
+    assert on_host(READ, *probes) == dict.fromkeys(probes, secret)
+
+
+def test_host_only_system_paths_are_absent(backend: str) -> None:
+    paths = ["/etc/shadow", "/etc/hostname", "/etc/machine-id", "/root", "/home", "/var", "/run", "/srv", "/mnt",
+             "/opt", "/sys", "/boot", "/proc/1/root/etc/shadow", "/dev/core", os.path.expanduser("~")]
+    probe = """
+import json, os, sys
+out = {}
+for p in sys.argv[1:]:
+    try:
+        out[p] = sorted(os.listdir(p)) if os.path.isdir(p) else open(p, "rb").read(16).hex()
+    except OSError as e:
+        out[p] = type(e).__name__
+print(json.dumps(out))
+"""
+    out = sandboxed(backend, probe, *paths)
+    for p in paths:
+        assert out[p] in ("FileNotFoundError", "PermissionError", "OSError"), (p, out[p])
+    # Control: the host has most of them, and the probe reads them there.
+    host = on_host(probe, *paths)
+    assert sum(not isinstance(v, str) or not v.endswith("Error") for v in host.values()) >= 5, host
+
+
+SYSCTL = """
+import json, os, sys
+out = {}
+for p in sys.argv[1:]:
+    try:
+        with open(p, "rb") as f:
+            value = f.read()
+        fd = os.open(p, os.O_WRONLY)  # no O_TRUNC: a proc file needs none
+        try:
+            os.write(fd, value)  # the value it already has: harmless even if it got through
+        finally:
+            os.close(fd)
+        out[p] = "written"
+    except OSError as e:
+        out[p] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_kernel_settings_are_not_writable(backend: str) -> None:
+    """For a root caller the sandbox's uid is host uid 0, the owner of /proc/sys: only the
+    read-only mount stands between it and kernel.core_pattern (host root)."""
+    host_wide = [p for p in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
+                             "/proc/sys/vm/overcommit_memory", "/proc/sys/kernel/pid_max") if os.path.exists(p)]
+    assert "/proc/sys/kernel/core_pattern" in host_wide
+    paths = [*host_wide, "/proc/sys/kernel/hostname"]
+    before = {p: Path(p).read_text() for p in host_wide}
+    out = sandboxed(backend, SYSCTL, *paths)
+    for p in paths:
+        assert out[p] != "written", (p, out)
+    assert {p: Path(p).read_text() for p in host_wide} == before
+    # Control: the probe's write path works on a proc file the process owns.
+    assert sandboxed(backend, SYSCTL, "/proc/self/comm") == {"/proc/self/comm": "written"}
+
+
+ABSTRACT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect("\\0" + sys.argv[1])
+    print(json.dumps(s.recv(100).decode()))
+except OSError as e:
+    print(json.dumps(type(e).__name__))
+"""
+
+
+def test_no_host_abstract_unix_socket_without_network(backend: str) -> None:
+    name = f"isolation-escape-{uuid.uuid4().hex}"
+    token = "abstract-" + uuid.uuid4().hex
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0" + name)
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(token.encode())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert sandboxed(backend, ABSTRACT, name) in ("ConnectionRefusedError", "PermissionError")
+        assert on_host(ABSTRACT, name) == token  # control
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+KEYRING = """
+import ctypes, errno, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+KEYCTL_READ, KEYCTL_DESCRIBE = 11, 6
+key, SYS_keyctl = int(sys.argv[1]), int(sys.argv[2])
+buf = ctypes.create_string_buffer(256)
+out = {}
+for name, op in (("read", KEYCTL_READ), ("describe", KEYCTL_DESCRIBE)):
+    n = libc.syscall(SYS_keyctl, op, key, buf, 256)
+    out[name] = buf.raw[:n].rstrip(b"\\0").decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]
+print(json.dumps(out))
+"""
+
+# In a fresh session keyring of its own, the caller stores a secret key, then runs the probe
+# sandboxed (argv[1] = backend) or directly (argv[1] = "host", the control).
+KEYRING_CALLER = """
+import ctypes, json, subprocess, sys
+import isolation
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SYS_add_key, SYS_keyctl = int(sys.argv[5]), int(sys.argv[6])
+KEYCTL_JOIN_SESSION_KEYRING, KEY_SPEC_SESSION_KEYRING = 1, -3
+assert libc.syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, None) > 0
+secret = sys.argv[3].encode()
+key = libc.syscall(SYS_add_key, b"user", b"isolation-escape", secret, len(secret), KEY_SPEC_SESSION_KEYRING)
+assert key > 0, ctypes.get_errno()
+cmd = [sys.argv[2], "-c", sys.argv[4], str(key), str(SYS_keyctl)]
+if sys.argv[1] == "host":
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+else:
+    res = isolation.run(cmd, backend=sys.argv[1], timeout=60)
+    assert res.returncode == 0, res
+    out = res.stdout
+print(out.decode())
+"""
+
+
+# (add_key, keyctl) syscall numbers.
+KEY_SYSCALLS = {"x86_64": (248, 250), "aarch64": (217, 219), "riscv64": (217, 219), "ppc64le": (269, 271),
+                "s390x": (278, 280)}
+
+
+def test_the_callers_session_keyring_is_out_of_reach(backend: str) -> None:
+    secret = "keyring-" + uuid.uuid4().hex
+    machine = os.uname().machine
+    assert machine in KEY_SYSCALLS, f"add the add_key/keyctl syscall numbers for {machine}"
+    numbers = [str(n) for n in KEY_SYSCALLS[machine]]
+
+    def caller(mode: str) -> Any:
+        res = subprocess.run([sys.executable, "-c", KEYRING_CALLER, mode, PYTHON, secret, KEYRING, *numbers],
+                             capture_output=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr.decode()
+        return json.loads(res.stdout)
+
+    out = caller(backend)
+    assert out["read"] != secret and out["describe"] in ("EPERM", "EACCES", "ENOKEY"), out
+    assert secret not in json.dumps(out)
+    # Control: a plain child of the same caller inherits the session keyring and reads the key.
+    host = caller("host")
+    assert host["read"] == secret and host["describe"].startswith("user;"), host
