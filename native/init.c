@@ -18,12 +18,17 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
 {
+    /* First: the command (same uid) must not be able to inspect or write
+     * this process, which is outside its seccomp filter and Landlock domain. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return 125;
     if (argc != 2)
         return 125;
     pid_t worker = (pid_t)strtol(argv[1], NULL, 10);

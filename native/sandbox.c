@@ -648,11 +648,12 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     if (!(cfg->flags & ISO_F_PIDNS))
         exec_command(cfg, 0);
 
-    /* init keeps no privilege it does not need, and cannot be inspected. */
+    /* init keeps no privilege it does not need.  (It makes itself non-dumpable
+     * after its exec, in init.c: "dumpable" belongs to the address space,
+     * which is still the caller's here.) */
     if (cfg->flags & ISO_F_CAPS)
         drop_capabilities(cfg);
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
-    CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)", NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
