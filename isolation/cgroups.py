@@ -1,7 +1,10 @@
-"""cgroup v2 detection: can this caller put a sandbox in a child cgroup with memory, pids and cpu?
+"""cgroup detection, and the one cgroup mechanism in use: v1 pids for a root caller.
 
-Only detection. The limits are enforced with rlimits (isolation.rlimits) on
-every host; docs/limits.md says why cgroup enforcement is not implemented yet.
+cgroup v2 is only detected: can this caller put a sandbox in a child cgroup
+with memory, pids and cpu? The limits are enforced with rlimits
+(isolation.rlimits); docs/limits.md says why cgroup v2 enforcement is not
+implemented yet. `PidsCgroup` (below) bounds `max_pids` for a root caller,
+whom RLIMIT_NPROC does not bind, where cgroup v1 has the pids controller.
 
 A child cgroup with those controllers needs, in the caller's own cgroup P:
 cgroup v2 mounted (anywhere: hybrid hosts mount it at /sys/fs/cgroup/unified),
@@ -14,7 +17,13 @@ internal processes" rule).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import itertools
 import os
+import signal
+import time
 from typing import Any
 
 import attrs
@@ -127,3 +136,104 @@ def cgroup_status(mountinfo: str | None = None, own_cgroup: str | None = None) -
     return CgroupStatus(
         True, f"{cgroup} is writable and can enable {' '.join(NEEDED)} for children", mount, cgroup, controllers
     )
+
+
+# --- cgroup v1 pids: max_pids for a root caller -------------------------------------
+#
+# RLIMIT_NPROC does not bind host uid 0, which is who a root caller's sandbox
+# runs as. Where cgroup v1 binds the pids controller (hybrid hosts) and the
+# caller can write its cgroup there (root), a child cgroup with pids.max bounds
+# the sandbox's tasks instead. Each sandbox gets its own directory, removed
+# once the sandbox has ended; directories of callers that died are swept.
+
+PIDS_PREFIX = "isolation-"
+_seq = itertools.count()
+
+
+@functools.cache
+def pids_v1_parent() -> str | None:
+    """The caller's own cgroup in a cgroup v1 pids hierarchy, if it may create children there."""
+    if os.geteuid() != 0:
+        return None
+    mounts = _mounts(_read("/proc/self/mountinfo") or "")
+    rel = None
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "pids" in parts[1].split(","):
+            rel = parts[2]
+    if rel is None:
+        return None
+    for root, point, fstype, opts in mounts:
+        if fstype == "cgroup" and "pids" in opts.split(",") and (rel == root or rel.startswith(root.rstrip("/") + "/")):
+            path = os.path.normpath(os.path.join(point, os.path.relpath(rel, root)))
+            if os.access(os.path.join(path, "cgroup.procs"), os.W_OK) and os.access(path, os.W_OK):
+                return path
+    return None
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _sweep(parent: str) -> None:
+    """Remove the (empty) cgroups of callers that died before removing theirs."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(PIDS_PREFIX):
+            continue
+        owner = name[len(PIDS_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(parent, name))
+
+
+@attrs.frozen
+class PidsCgroup:
+    path: str
+
+    @classmethod
+    def create(cls, parent: str, max_tasks: int) -> PidsCgroup:
+        _sweep(parent)
+        path = os.path.join(parent, f"{PIDS_PREFIX}{os.getpid()}-{next(_seq)}")
+        os.mkdir(path, 0o755)
+        try:
+            _write(os.path.join(path, "pids.max"), str(max_tasks))
+        except BaseException:
+            os.rmdir(path)
+            raise
+        return cls(path)
+
+    def add(self, pid: int) -> None:
+        _write(os.path.join(self.path, "cgroup.procs"), str(pid))
+
+    def refused_forks(self) -> int:
+        """How many forks the limit refused (pids.events "max")."""
+        for line in (_read(os.path.join(self.path, "pids.events")) or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def remove(self, attempts: int = 200) -> bool:
+        """Kill what is left in it and remove it; False if it stayed busy (a later sweep removes it)."""
+        for _ in range(attempts):
+            for pid in (_read(os.path.join(self.path, "cgroup.procs")) or "").split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                os.rmdir(self.path)
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+            time.sleep(0.005)
+        return False

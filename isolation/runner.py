@@ -96,6 +96,11 @@ class Sandbox:
         measure = getattr(self._child, "usage", None)
         return None if self.returncode is None or measure is None else measure()
 
+    def backend_limits_hit(self) -> tuple[str, ...]:
+        """Limits the backend saw the sandbox run into (e.g. a fork refused by a pids cgroup), once it ended."""
+        seen = getattr(self._child, "limits_hit", None)
+        return () if self.returncode is None or seen is None else tuple(seen())
+
     @property
     def term_signal(self) -> int | None:
         """The signal that ended the command, if any (None while it runs).
@@ -466,6 +471,7 @@ def _result(
     usage = sb.usage()
     sig = sb.term_signal
     outcome, hits = _ending(sig, timed_out, truncated, policy.limits, usage)
+    hits += tuple(h for h in sb.backend_limits_hit() if h not in hits)
     requested = policy.limits.requested()
     runner_claims = tuple(f"limit:{n}={requested[n]}:runner" for n in sorted(RUNNER_LIMITS) if n in requested)
     return RunResult(

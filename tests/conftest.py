@@ -48,9 +48,16 @@ def _child_pids() -> list[int]:
 @pytest.fixture(scope="session")
 def no_leaks() -> Iterator[None]:
     """Requested by the sandbox lifecycle tests: at the end of the session, the test
-    process has no child (zombie or alive) and no descriptor it did not have before."""
+    process has no child (zombie or alive), no descriptor it did not have before,
+    and no cgroup of its sandboxes is left."""
     before = _fd_table()
     yield
     leaked = {fd: target for fd, target in _fd_table().items() if before.get(fd) != target}
     assert leaked == {}, f"descriptors leaked by the suite: {leaked}"
     assert _child_pids() == [], "children (or zombies) left behind by the suite"
+    from isolation.cgroups import PIDS_PREFIX, pids_v1_parent
+
+    parent = pids_v1_parent()
+    if parent is not None:
+        mine = [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{os.getpid()}-")]
+        assert mine == [], f"cgroups left behind under {parent}"

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 import isolation
+from isolation import IsolationPolicy
+from isolation.limits import Limits
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -114,6 +116,43 @@ def test_sigkill_of_the_caller_leaves_no_sandboxed_process(backend: str) -> None
         caller.send_signal(signal.SIGKILL)
         caller.wait()
     assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
+
+
+CALLER_WITH_PIDS = """
+import sys
+import isolation
+from isolation import IsolationPolicy
+from isolation.limits import Limits
+isolation.run(["sh", "-c", sys.argv[2], sys.argv[3]], IsolationPolicy(limits=Limits(max_pids=50)), backend=sys.argv[1])
+"""
+
+
+def test_a_killed_callers_pids_cgroup_is_swept(backend: str) -> None:
+    from isolation.cgroups import PIDS_PREFIX, pids_v1_parent
+
+    if not (os.geteuid() == 0 and "limit:max_pids=50:cgroup-v1" in _claims(backend)):
+        pytest.skip(f"{backend} uses no pids cgroup in this lane")
+    parent = pids_v1_parent()
+    assert parent is not None
+    marker = _marker()
+    env = {**os.environ, "PYTHONPATH": REPO}
+    caller = subprocess.Popen([sys.executable, "-c", CALLER_WITH_PIDS, backend, TREE, marker], env=env)
+    try:
+        assert _wait_for(lambda: len(_with(marker)) >= 8), "the sandboxed tree never started"
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
+    stale = [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{caller.pid}-")]
+    assert len(stale) == 1  # control: the dead caller could not remove its own
+    isolation.run(["true"], IsolationPolicy(limits=Limits(max_pids=50)), backend=backend)
+    assert not os.path.exists(os.path.join(parent, stale[0]))
+
+
+def _claims(backend: str) -> tuple[str, ...]:
+    return isolation.run(
+        ["true"], IsolationPolicy(limits=Limits(max_pids=50)), backend=backend, enforcement="best_effort"
+    ).enforced
 
 
 def test_running_out_of_descriptors_is_a_typed_error(backend: str) -> None:

@@ -2,7 +2,8 @@
 
 Backend-neutral (the `backend` fixture); both lanes: as root the kernel does
 not apply RLIMIT_NPROC to the sandbox (its user maps to host uid 0), so there
-`max_pids` must be refused in strict mode and listed as missing in best effort.
+`max_pids` is enforced by a cgroup v1 pids controller where the backend uses
+one, and otherwise refused in strict mode and listed as missing in best effort.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pytest
 
 import isolation
 from isolation import FsWrite, IsolationPolicy
-from isolation.cgroups import cgroup_status
+from isolation.backends import get_backend
+from isolation.cgroups import PIDS_PREFIX, cgroup_status, pids_v1_parent
 from isolation.errors import IsolationUnavailable
 from isolation.limits import Limits
 
@@ -37,7 +39,7 @@ def _py(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-FORKER = """
+_FORKER = """
     import os, time
     n = 0
     for _ in range(100):
@@ -51,32 +53,57 @@ FORKER = """
             os._exit(0)
         n += 1
     print("forked", n, flush=True)
-    time.sleep(60)
 """
+# Forks up to 100 sleeping children and reports; LINGERING then stays (for spawn()), QUICK exits.
+LINGERING = _FORKER + "    time.sleep(60)\n"
+QUICK = _FORKER
 
 
-@pytest.mark.skipif(ROOT, reason="root lane: RLIMIT_NPROC does not apply to host uid 0 (see the test below)")
+def _enforces_max_pids(backend: str) -> bool:
+    return "max_pids" in getattr(get_backend(backend), "enforced_limits", frozenset())
+
+
 def test_fork_bomb_is_contained_and_the_host_can_still_spawn(backend: str) -> None:
+    if not _enforces_max_pids(backend):
+        pytest.skip(f"{backend} does not enforce max_pids in this lane (see the test below)")
     pol = IsolationPolicy().with_python()
-    with isolation.spawn(_py(FORKER), _policy(pol, max_pids=20), backend=backend) as sb:
+    with isolation.spawn(_py(LINGERING), _policy(pol, max_pids=20), backend=backend) as sb:
         assert sb.stdout is not None
         lines = [sb.stdout.readline(), sb.stdout.readline()]
         assert lines[0] == b"fork failed errno 11\n", lines  # EAGAIN
         forked = int(lines[1].split()[1])
         # The command itself is one of the 20 processes; each fork beyond fails.
         assert forked == 19, lines
-        assert "limit:max_pids=20:rlimit" in sb.enforced
+        assert "limit:max_pids=20:rlimit" in sb.enforced or "limit:max_pids=20:cgroup-v1" in sb.enforced
         # While the sandbox sits at its limit, the host spawns as usual.
         assert subprocess.run(["true"], check=False).returncode == 0
         assert isolation.run(["true"], backend=backend).returncode == 0
     # Control: without the limit the same program forks all 100.
-    with isolation.spawn(_py(FORKER), pol, backend=backend) as sb:
+    with isolation.spawn(_py(LINGERING), pol, backend=backend) as sb:
         assert sb.stdout is not None
         assert sb.stdout.readline() == b"forked 100\n"
 
 
-@pytest.mark.skipif(not ROOT, reason="root lane only")
-def test_max_pids_is_not_claimed_for_a_root_caller(backend: str) -> None:
+def test_a_fork_refused_by_a_pids_cgroup_is_reported(backend: str) -> None:
+    if not (ROOT and _enforces_max_pids(backend)):
+        pytest.skip("only a root caller's max_pids uses a cgroup (RLIMIT_NPROC refusals are not observable)")
+    forker = _py(QUICK)
+    pol = IsolationPolicy().with_python()
+    res = isolation.run(forker, _policy(pol, max_pids=20), backend=backend, timeout=60)
+    assert res.stdout == b"fork failed errno 11\nforked 19\n", res
+    assert "limit:max_pids=20:cgroup-v1" in res.enforced and res.limits_hit == ("max_pids",)
+    parent = pids_v1_parent()
+    assert parent is not None
+    assert not [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{os.getpid()}-")]
+    # Control: the same forks without the limit hit nothing.
+    res = isolation.run(forker, pol, backend=backend, timeout=60)
+    assert res.stdout == b"forked 100\n" and res.limits_hit == ()
+
+
+def test_max_pids_is_not_claimed_where_it_is_not_enforced(backend: str) -> None:
+    if _enforces_max_pids(backend):
+        pytest.skip(f"{backend} enforces max_pids in this lane")
+    assert ROOT, "RLIMIT_NPROC binds every unprivileged caller's sandbox"
     with pytest.raises(IsolationUnavailable, match="max_pids"):
         isolation.run(["true"], _policy(max_pids=20), backend=backend)
     res = isolation.run(["true"], _policy(max_pids=20), backend=backend, enforcement="best_effort")

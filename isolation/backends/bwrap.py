@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
+from isolation.cgroups import PidsCgroup, pids_v1_parent
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
@@ -290,14 +291,25 @@ class BwrapChild(PopenChild):
     # bubblewrap exits with 128+N when the command is killed by signal N.
     status_is_shell_style = True
 
-    def __init__(self, proc: subprocess.Popen[bytes], init_pidfd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], init_pidfd: int, cgroup: PidsCgroup | None = None) -> None:
         super().__init__(proc, kill_group=True)
         self._init_pidfd = init_pidfd
         self._init_lock = threading.Lock()
+        self._cgroup = cgroup
+        self._refused_forks = 0
+
+    def limits_hit(self) -> tuple[str, ...]:
+        """Limits the sandbox ran into that only the backend can see (once it has ended)."""
+        return ("max_pids",) if self._refused_forks else ()
 
     @property
     def init_pidfd(self) -> int:
         return self._init_pidfd
+
+    def track_init(self, pidfd: int) -> None:
+        """Take ownership of a pidfd on the sandbox's init (from --info-fd)."""
+        with self._init_lock:
+            self._init_pidfd = pidfd
 
     def kill(self) -> None:
         self._kill_init()
@@ -320,16 +332,20 @@ class BwrapChild(PopenChild):
             return
         with self._init_lock:
             fd, self._init_pidfd = self._init_pidfd, -1
-        if fd < 0:
-            return
+            cgroup, self._cgroup = self._cgroup, None
         try:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            # Readable once the init has exited, which it does only after the
-            # kernel has killed and waited for every other process in its pid namespace.
-            _poll_fd(fd, _INIT_EXIT_TIMEOUT)
+            if fd >= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                # Readable once the init has exited, which it does only after the
+                # kernel has killed and waited for every other process in its pid namespace.
+                _poll_fd(fd, _INIT_EXIT_TIMEOUT)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            if cgroup is not None:
+                self._refused_forks = cgroup.refused_forks()
+                cgroup.remove()
 
     def __del__(self) -> None:
         fd = getattr(self, "_init_pidfd", -1)
@@ -337,6 +353,10 @@ class BwrapChild(PopenChild):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
             os.close(fd)
+        cgroup = getattr(self, "_cgroup", None)
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                cgroup.remove(attempts=1)  # busy: swept by a later run
 
 
 def _read_init_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int | None:
@@ -402,6 +422,18 @@ def _apply_rlimits(pid: int, settings: Sequence[RlimitSetting]) -> None:
             ) from None
 
 
+def _join_cgroup(cgroup: PidsCgroup, pid: int) -> None:
+    try:
+        cgroup.add(pid)
+    except OSError as exc:
+        raise SandboxSetupError(
+            f"cannot move the sandbox into {cgroup.path}: {exc.strerror}",
+            step="cgroup",
+            path=cgroup.path,
+            errno=exc.errno or 0,
+        ) from None
+
+
 class BwrapBackend:
     name = "bwrap"
 
@@ -410,10 +442,11 @@ class BwrapBackend:
         """Limits this backend enforces (with prlimit(2) on the blocked sandbox).
 
         The kernel does not apply RLIMIT_NPROC to host uid 0, and for a root
-        caller bubblewrap maps the sandbox user to host uid 0: `max_pids` is
-        therefore not claimed when the caller is root.
+        caller bubblewrap maps the sandbox user to host uid 0: for a root caller
+        `max_pids` is enforced with a cgroup v1 pids controller where the host
+        has one, and not claimed otherwise.
         """
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and pids_v1_parent() is None:
             return RLIMIT_LIMITS - {"max_pids"}
         return RLIMIT_LIMITS
 
@@ -430,7 +463,25 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
-        settings = [st for st in rlimit_settings(plan.policy.limits) if st.name in self.enforced_limits]
+        max_pids = plan.policy.limits.max_pids
+        pids_parent = pids_v1_parent() if os.geteuid() == 0 and max_pids is not None else None
+        settings = [
+            st
+            for st in rlimit_settings(plan.policy.limits)
+            if st.name in self.enforced_limits and not (st.name == "max_pids" and os.geteuid() == 0)
+        ]
+        cgroup: PidsCgroup | None = None
+        if pids_parent is not None and max_pids is not None:
+            try:
+                cgroup = PidsCgroup.create(pids_parent, max_pids + 1)  # + bubblewrap's init
+            except OSError as exc:
+                raise SandboxSetupError(
+                    f"cannot create a pids cgroup under {pids_parent}: {exc.strerror}",
+                    step="cgroup",
+                    path=pids_parent,
+                    errno=exc.errno or 0,
+                ) from None
+        blocked = bool(settings) or cgroup is not None
         child_ends: list[int] = []
         info_r = block_w = -1
         try:
@@ -443,7 +494,7 @@ class BwrapBackend:
             info_r, info_w = os.pipe2(os.O_CLOEXEC)
             child_ends.append(info_w)
             block_r: int | None = None
-            if settings:
+            if blocked:
                 block_r, block_w = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(block_r)
             args = plan_to_bwrap_args(plan, bwrap, seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r)
@@ -469,20 +520,24 @@ class BwrapBackend:
             for fd in (info_r, block_w):
                 if fd >= 0:
                     os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
             raise
         finally:
             for fd in child_ends:
                 os.close(fd)
-        child = BwrapChild(proc, -1)
+        child = BwrapChild(proc, -1, cgroup)
         try:
             init_pid = _read_init_pid(info_r, proc)
             if init_pid is not None:
-                child = BwrapChild(proc, _open_init(init_pid, proc.pid))
-                if settings:
+                child.track_init(_open_init(init_pid, proc.pid))
+                if blocked:
                     if child.init_pidfd < 0:
                         raise SandboxSetupError("the sandbox ended before its limits could be applied", step="prlimit")
                     # The sandbox is set up and waits on its block fd: the command has not run yet.
                     _apply_rlimits(init_pid, settings)
+                    if cgroup is not None:
+                        _join_cgroup(cgroup, init_pid)
                     os.write(block_w, b"1")
         except BaseException:
             # Kill before the block fd closes: on EOF bubblewrap would go on without the limits.
@@ -499,4 +554,6 @@ class BwrapBackend:
         if plan.seccomp is not None:
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
         enforced += [st.claim for st in settings]
+        if cgroup is not None:
+            enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
         return Launched(child, tuple(enforced))
