@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -995,3 +996,41 @@ def test_the_callers_session_keyring_is_out_of_reach(backend: str) -> None:
     # Control: a plain child of the same caller inherits the session keyring and reads the key.
     host = caller("host")
     assert host["read"] == secret and host["describe"].startswith("user;"), host
+
+
+SETID = """
+import json, os, shutil, sys
+ws = sys.argv[1]
+out = {}
+shutil.copy("/usr/bin/id", os.path.join(ws, "chmod"))
+for name, op in (
+    ("chmod", lambda: os.chmod(os.path.join(ws, "chmod"), 0o6755)),
+    ("open", lambda: os.close(os.open(os.path.join(ws, "open"), os.O_CREAT | os.O_WRONLY, 0o6755))),
+):
+    try:
+        op()
+        out[name] = "done"
+    except OSError as e:
+        out[name] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def _setid_files(ws: Path) -> dict[str, str]:
+    return {p.name: oct(p.stat().st_mode) for p in ws.iterdir() if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)}
+
+
+def test_no_setuid_or_setgid_file_lands_in_a_writable_bind(backend: str, tmp_path: Path) -> None:
+    """A file the sandbox writes belongs to the caller's host uid (root, for a root caller).
+    Were it allowed to set the set-user-ID or set-group-ID bit, it would leave behind a
+    program that runs as that user for anyone on the host who can reach the directory.
+    Mounts being nosuid inside does not help: the host honours the bit."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    sandboxed(backend, SETID, str(ws), policy=IsolationPolicy.from_effects([FsWrite(str(ws))]))
+    assert _setid_files(ws) == {}, f"the sandbox planted set-id files on the host: {_setid_files(ws)}"
+    # Control: the same probe run on the host does set the bits.
+    host_ws = tmp_path / "host"
+    host_ws.mkdir()
+    on_host(SETID, str(host_ws))
+    assert set(_setid_files(host_ws)) == {"chmod", "open"}
