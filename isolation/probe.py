@@ -8,7 +8,7 @@ from typing import Any
 from isolation import landlock
 from isolation.backends import AUTO_ORDER, get_backend
 from isolation.backends.bwrap import bwrap_version, find_bwrap
-from isolation.cgroups import cgroup_status
+from isolation.cgroups import cgroup_status, pids_v1_parent
 from isolation.errors import IsolationUnavailable
 from isolation.userns import userns_status
 
@@ -61,6 +61,7 @@ def probe() -> dict[str, Any]:
         "seccomp": seccomp_available(),
         "cgroup2": cgroup2_mount(),
         "cgroup_limits": cgroup_status().to_dict(),
+        "pids_cgroup_v1": pids_v1_parent(),
         "backends": backends,
         "auto": auto,
     }
