@@ -302,6 +302,37 @@ def test_no_tcp_to_the_host_without_network(backend: str, host_listener: tuple[i
     assert on_host(CONNECT, str(port)) == token
 
 
+UDP_SEND = """
+import json, socket, sys
+try:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(sys.argv[2].encode(), ("127.0.0.1", int(sys.argv[1])))
+    print(json.dumps("sent"))
+except OSError as e:
+    print(json.dumps(type(e).__name__))
+"""
+
+
+def test_no_udp_to_the_host_without_network(backend: str) -> None:
+    token = "udp-" + uuid.uuid4().hex
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as srv:
+        srv.bind(("127.0.0.1", 0))
+        port = str(srv.getsockname()[1])
+        srv.settimeout(2)
+
+        def received() -> bytes:
+            try:
+                return srv.recv(100)
+            except TimeoutError:
+                return b""
+
+        sandboxed(backend, UDP_SEND, port, token)  # "sent" into its own loopback, or refused
+        assert received() == b""
+        # Control: with Network the same datagram arrives.
+        assert sandboxed(backend, UDP_SEND, port, token, policy=IsolationPolicy.from_effects([Network()])) == "sent"
+        assert received() == token.encode()
+
+
 # -- identity and privileges ----------------------------------------------------------------
 
 
