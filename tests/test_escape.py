@@ -710,6 +710,41 @@ def test_dev_is_minimal(backend: str) -> None:
                for p, k in host.items() if not p.startswith("/dev/pts/"))
 
 
+# Each path: chmod to the mode it already has and utime to the times it already has, so
+# nothing changes even where the attempt gets through. "own" first creates /tmp/own.
+DEVICE_ATTRS = """
+import json, os, stat, sys
+out = {}
+paths = sys.argv[1:]
+if paths == ["own"]:
+    paths = ["/tmp/own"]
+    open(paths[0], "w").close()
+for p in paths:
+    st = os.stat(p)
+    for name, op in (("chmod", lambda: os.chmod(p, stat.S_IMODE(st.st_mode))),
+                     ("utime", lambda: os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns)))):
+        try:
+            op()
+            out[p + " " + name] = "done"
+        except OSError as e:
+            out[p + " " + name] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_the_hosts_device_nodes_cannot_be_altered(backend: str) -> None:
+    """The sandbox's /dev/null and friends are the host's own device nodes, bound in. For a
+    root caller the sandbox's uid is their owner (host uid 0): were they on a writable mount,
+    `chmod 000 /dev/null` inside would break every program on the host."""
+    devices = [f"/dev/{d}" for d in REQUIRED_DEVICES]
+    before = {d: os.stat(d).st_mode for d in devices}
+    out = sandboxed(backend, DEVICE_ATTRS, *devices)
+    assert {d: os.stat(d).st_mode for d in devices} == before
+    assert "done" not in out.values(), out
+    # Control: the probe's operations work on a file the process owns.
+    assert set(sandboxed(backend, DEVICE_ATTRS, "own").values()) == {"done"}
+
+
 HOSTNAME = """
 import ctypes, errno, json, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
