@@ -4,8 +4,11 @@ For each available backend (bwrap; native when built and available), threads
 call `isolation.run` back to back for a fixed number of runs; reported as runs
 per second. Two more measurements per backend:
 
-- the cost of limits: the same runs with every rlimit limit set (for bwrap
-  that adds --block-fd, prlimit(2) on the waiting sandbox and the release);
+- the cost of limits: the same runs with cpu_seconds, memory, max_open_files
+  and max_file_size set (rlimits; for bwrap that adds --block-fd, prlimit(2)
+  on the waiting sandbox and the release), and with max_pids on top ("+pids":
+  RLIMIT_NPROC for an unprivileged caller; for a root caller under bwrap a
+  cgroup v1 pids directory per run, created, joined and removed);
 - kill-to-reaped: how long `Sandbox.kill()` + `wait()` take for a running tree
   of seven processes, until no process of the sandbox is left.
 
@@ -46,11 +49,15 @@ def backends() -> list[str]:
     return names
 
 
-def limited(policy: IsolationPolicy) -> IsolationPolicy:
+def limited(policy: IsolationPolicy, *, pids: bool = False) -> IsolationPolicy:
     limits = attrs.evolve(policy.limits, cpu_seconds=60, memory=1 << 30, max_open_files=256, max_file_size=1 << 30)
-    if os.geteuid() != 0:  # RLIMIT_NPROC is not applied (nor claimed) for a root caller
+    if pids:
         limits = attrs.evolve(limits, max_pids=256)
     return policy.evolve(limits=limits)
+
+
+def enforces_pids(backend: str) -> bool:
+    return "max_pids" in getattr(get_backend(backend), "enforced_limits", frozenset())
 
 
 def throughput(backend: str, workers: int, policy: IsolationPolicy) -> float:
@@ -79,6 +86,7 @@ def main() -> int:
     strict = IsolationPolicy()
     configs = [(b, w, "plain", strict) for b in names for w in WORKERS]
     configs += [(b, w, "limits", limited(strict)) for b in names for w in (1, 8)]
+    configs += [(b, w, "+pids", limited(strict, pids=True)) for b in names if enforces_pids(b) for w in (1, 8)]
     for b in names:  # warm up (plan, seccomp compile, imports)
         throughput(b, 1, strict)
     rates: dict[tuple[str, int, str], list[float]] = {(b, w, k): [] for b, w, k, _ in configs}
@@ -91,11 +99,13 @@ def main() -> int:
     print(f"isolation.run(['/bin/true']): runs/s, median of {ROUNDS} rounds of {RUNS} runs, {os.cpu_count()} cpus")
     print(f"  {'backend':8} {'policy':7} " + " ".join(f"{w:>3} workers" for w in WORKERS))
     for b in names:
-        for k in ("plain", "limits"):
+        for k in ("plain", "limits", "+pids"):
             cells = []
             for w in WORKERS:
                 v = rates.get((b, w, k))
                 cells.append(f"{statistics.median(v):11.1f}" if v else f"{'-':>11}")
+            if not any(key[0] == b and key[2] == k for key in rates):
+                continue
             print(f"  {b:8} {k:7} " + " ".join(cells))
     for b in names:
         ms = sorted(x * 1000 for x in kills[b])
