@@ -90,6 +90,8 @@ print(json.dumps({
     "tcp_bind": outcome(tcp_bind),
     "abstract_connect": outcome(abstract_connect),
     "kill_pid1": outcome(lambda: os.kill(1, 0)),
+    "cgroup": {c: line.split(":", 2)[2] for line in open("/proc/self/cgroup").read().splitlines()
+               for c in line.split(":", 2)[1].split(",")},
     "rlimits": {n: resource.getrlimit(getattr(resource, n))[0]
                 for n in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE")},
 }))
@@ -209,6 +211,10 @@ def check_limit(run: Run, arg: str) -> None:
     assert name in requested and float(value_text) == requested[name], arg
     if mechanism == "runner":
         assert name in RUNNER_LIMITS
+    elif mechanism == "cgroup-v1":
+        # The sandbox was moved into a pids cgroup of its own after its cgroup namespace was
+        # made, so it sees itself below that namespace's root.
+        assert name == "max_pids" and run.facts["cgroup"].get("pids", "/") != "/", run.facts["cgroup"]
     else:
         assert mechanism == "rlimit" and name in RLIMIT_OF, arg
         soft = run.facts["rlimits"][RLIMIT_OF[name]]
