@@ -561,6 +561,7 @@ async def run_async(
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
+        done.cancel()  # nobody will collect the worker's result
         started.cancel()
         # The worker kills (if it had not spawned yet), reaps and closes everything; wait for it.
         await asyncio.to_thread(worker.join)

@@ -237,3 +237,26 @@ def test_limits_round_trip_through_json() -> None:
     pol = _policy(cpu_seconds=5, memory=512 * MiB, max_pids=64, max_file_size=MiB, max_output=MiB, wall_timeout=1.5)
     assert IsolationPolicy.from_json(pol.to_json()) == pol
     assert Limits.from_dict({"memory": "512M", "max_file_size": "1M"}).memory == 512 * MiB
+
+
+def test_what_each_backend_measures(backend: str) -> None:
+    busy = _py(
+        """
+        import time
+        x = bytearray(64 << 20)
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        """
+    )
+    res = isolation.run(busy, IsolationPolicy().with_python(), backend=backend, timeout=60)
+    assert res.returncode == 0 and res.duration >= 0.3
+    if backend == "bwrap":
+        # bubblewrap's monitor exits before the sandbox's init has reaped anything: nothing honest to report.
+        assert (res.cpu_time, res.peak_rss) == (None, None)
+    if res.cpu_time is not None:
+        assert res.cpu_time >= 0.3 and res.peak_rss is not None and res.peak_rss >= 64 * MiB
+    # Control: backend none measures the command itself through wait4(2).
+    host = isolation.run(busy, backend="none", unsafe_no_isolation=True, timeout=60)
+    assert host.cpu_time is not None and host.cpu_time >= 0.3
+    assert host.peak_rss is not None and host.peak_rss >= 64 * MiB
