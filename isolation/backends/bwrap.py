@@ -249,15 +249,18 @@ class PopenChild:
         return rc
 
     def send_signal(self, sig: int) -> None:
-        if self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, sig)
+        # Under the lock the child cannot be reaped meanwhile, so its pid is still its own.
+        with self._lock:
+            if self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._proc.pid, sig)
 
     def kill(self) -> None:
-        if self._proc.returncode is None:
-            self._killpg()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
+        with self._lock:
+            if self._proc.returncode is None:
+                self._killpg()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._proc.pid, signal.SIGKILL)
         self._after_exit()
 
     def usage(self) -> Usage | None:
