@@ -1091,11 +1091,16 @@ def test_no_setuid_or_setgid_file_lands_in_a_writable_bind(backend: str, tmp_pat
     program that runs as that user for anyone on the host who can reach the directory.
     Mounts being nosuid inside does not help: the host honours the bit."""
     ws = tmp_path / "ws"
-    ws.mkdir()
-    sandboxed(backend, SETID, str(ws), policy=IsolationPolicy.from_effects([FsWrite(str(ws))]))
-    assert _setid_files(ws) == {}, f"the sandbox planted set-id files on the host: {_setid_files(ws)}"
-    # Control: the same probe run on the host does set the bits.
     host_ws = tmp_path / "host"
+    ws.mkdir()
     host_ws.mkdir()
-    on_host(SETID, str(host_ws))
-    assert set(_setid_files(host_ws)) == {"chmod", "open"}
+    try:
+        sandboxed(backend, SETID, str(ws), policy=IsolationPolicy.from_effects([FsWrite(str(ws))]))
+        assert _setid_files(ws) == {}, f"the sandbox planted set-id files on the host: {_setid_files(ws)}"
+        # Control: the same probe run on the host does set the bits.
+        on_host(SETID, str(host_ws))
+        assert set(_setid_files(host_ws)) == {"chmod", "open"}
+    finally:  # pytest keeps tmp_path around: leave no set-id program behind
+        for d in (ws, host_ws):
+            for p in d.iterdir():
+                p.chmod(stat.S_IMODE(p.stat().st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
