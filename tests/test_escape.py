@@ -333,6 +333,36 @@ def test_no_udp_to_the_host_without_network(backend: str) -> None:
         assert received() == token.encode()
 
 
+SYSV_IPC = """
+import ctypes, errno, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+key = int(sys.argv[1])
+out = {}
+for name, rc in (("shm", libc.shmget(key, 0, 0)), ("msg", libc.msgget(key, 0))):
+    out[name] = "found" if rc >= 0 else errno.errorcode[ctypes.get_errno()]
+print(json.dumps(out))
+"""
+
+
+def test_host_sysv_ipc_objects_are_invisible(backend: str) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ipc_creat, ipc_excl, ipc_rmid = 0o1000, 0o2000, 0
+    key = 0x15000000 | (uuid.uuid4().int & 0xFFFFFF)
+    shm = libc.shmget(key, 4096, ipc_creat | ipc_excl | 0o666)
+    msg = libc.msgget(key, ipc_creat | ipc_excl | 0o666)
+    try:
+        assert shm >= 0 and msg >= 0, ctypes.get_errno()
+        assert sandboxed(backend, SYSV_IPC, str(key)) == {"shm": "ENOENT", "msg": "ENOENT"}
+        assert on_host(SYSV_IPC, str(key)) == {"shm": "found", "msg": "found"}  # control
+    finally:
+        if shm >= 0:
+            libc.shmctl(shm, ipc_rmid, None)
+        if msg >= 0:
+            libc.msgctl(msg, ipc_rmid, None)
+
+
 # -- identity and privileges ----------------------------------------------------------------
 
 
