@@ -54,6 +54,22 @@ AF_INET6 = 10
 AF_NETLINK = 16
 ALLOWED_SOCKET_FAMILIES: tuple[int, ...] = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
 
+S_ISUID = 0o4000
+S_ISGID = 0o2000
+SETID_BITS: dict[str, int] = {"S_ISUID": S_ISUID, "S_ISGID": S_ISGID}
+# Which argument carries the mode, per call that can set it on a file.
+MODE_ARG: dict[str, int] = {
+    "chmod": 1,
+    "fchmod": 1,
+    "fchmodat": 2,
+    "fchmodat2": 2,
+    "creat": 1,
+    "open": 2,
+    "openat": 3,
+    "mknod": 1,
+    "mknodat": 2,
+}
+
 PER_LINUX = 0x0000
 PER_LINUX32 = 0x0008
 UNAME26 = 0x0020000
@@ -242,6 +258,26 @@ DEFAULT_RULES: tuple[Rule, ...] = (
                 "0xffffffff (query)": PER_QUERY,
             },
         ),
+    ),
+    # -- set-id files: a writable bind is a host directory, and the host
+    #    honours the set-user-ID and set-group-ID bits of what lands there
+    #    (nosuid inside the sandbox does not follow the file out). A program
+    #    made set-id by the sandbox runs as its owner, the caller (root for a
+    #    root caller), when anyone on the host executes it.
+    *(
+        Rule(
+            name,
+            "setid",
+            "setting S_ISUID or S_ISGID would leave a set-id program in a host directory the sandbox may write",
+            when=any_flag(arg, SETID_BITS),
+        )
+        for name, arg in MODE_ARG.items()
+    ),
+    Rule(
+        "openat2",
+        "setid",
+        "its mode lives in a struct seccomp cannot read; ENOSYS makes callers fall back to openat(), which is checked",
+        E.ENOSYS,
     ),
     # -- terminals: the sandbox may share the caller's terminal (stdio).
     Rule(

@@ -98,6 +98,8 @@ CLONE_THREAD = 0x00010000  # without CLONE_SIGHAND: EINVAL before any namespace 
 AF_PACKET, AF_VSOCK, SOCK_RAW, SOCK_STREAM = 17, 40, 3, 1
 ADDR_NO_RANDOMIZE = 0x0040000
 HIGH = 1 << 32  # set in the register, dropped by the kernel for int arguments
+O_CREAT_WRONLY = 0o101
+S_IFREG = 0o100000
 
 
 @attrs.frozen
@@ -197,6 +199,18 @@ PROBES: dict[str, tuple[Probe, ...]] = {
         _p("personality", ADDR_NO_RANDOMIZE, id="personality-ADDR_NO_RANDOMIZE"),
         _p("personality", HIGH | ADDR_NO_RANDOMIZE, id="personality-high-bits"),
     ),
+    "setid": (
+        _p("chmod", NOWHERE, 0o4755),
+        _p("fchmod", -1, 0o4755),
+        _p("fchmodat", -100, NOWHERE, 0o2755),
+        _p("fchmodat2", -100, NOWHERE, 0o6755, 0),
+        _p("creat", NOWHERE, 0o4755),
+        _p("open", NOWHERE, O_CREAT_WRONLY, 0o4755),
+        _p("openat", -100, NOWHERE, O_CREAT_WRONLY, 0o2755),
+        _p("mknod", NOWHERE, S_IFREG | 0o4755, 0),
+        _p("mknodat", -100, NOWHERE, S_IFREG | 0o2755, 0),
+        _p("openat2", -100, NOWHERE, 0, 0, expect="ENOSYS"),
+    ),
     "tty": (
         _p("ioctl", -1, TIOCSTI, 0, id="ioctl-TIOCSTI"),
         _p("ioctl", -1, HIGH | TIOCSTI, 0, id="ioctl-TIOCSTI-high-bits"),
@@ -224,6 +238,9 @@ ALLOWED: tuple[tuple[Probe, str | None], ...] = (
     (_p("socket", 16, SOCK_RAW, 0, id="socket-AF_NETLINK"), None),
     (_p("socketpair", 1, SOCK_STREAM, 0, "b:8", id="socketpair-AF_UNIX"), None),
     (_p("clone", 17, 0, 0, 0, 0, id="clone-fork"), None),  # SIGCHLD only: a plain fork
+    (_p("chmod", NOWHERE, 0o1777, id="chmod-sticky"), "ENOENT"),  # modes without set-id bits pass
+    (_p("open", NOWHERE, O_CREAT_WRONLY, 0o755, id="open-create-0755"), "EROFS"),
+    (_p("openat", -100, NOWHERE, 0, 0, id="openat-read"), "ENOENT"),
 )
 
 ARCH_PROBES: tuple[Probe, ...] = (
