@@ -363,7 +363,10 @@ static void make_dev(int rootfd, const char *target)
         CHECK(src, "open", host);
         int tree = (int)syscall(SYS_open_tree, src, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
         CHECK(tree, "open_tree", host);
-        CHECK(set_attr(tree, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr", host);
+        /* Read-only: the node stays usable (writes go to the driver) but its
+         * mode and times, which are the host's, cannot be changed. */
+        CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr",
+              host);
         int node = openat(dev, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
         CHECK(node, "create mount point", host);
         close(node);
