@@ -33,6 +33,58 @@ from isolation.userns import userns_status
 # would see (and could alter) everything the sandbox is meant to hide.
 TRUSTED_BWRAP_PATHS: tuple[str, ...] = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 SECCOMP_FD_PLACEHOLDER = "<seccomp-fd>"
+DEV_COPIES_PLACEHOLDER = "<private-dev-nodes>"
+# The host device nodes bubblewrap's --dev binds into the sandbox. For a root
+# caller the sandbox user is host uid 0 and owns them: it could chmod or touch
+# the host's own /dev/null. bubblewrap cannot bind a node read-only and still
+# usable (its read-only binds add nodev), so a root caller's sandbox gets
+# private copies (mknod, per run) bound over them instead.
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+_DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
+
+
+def _sweep_dev_copies(base: str) -> None:
+    """Remove copies left by callers that died before cleaning up (SIGKILL)."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(base):
+            m = re.fullmatch(r"isolation-dev-(\d+)-\w+", entry)
+            if m is None:
+                continue
+            try:
+                os.kill(int(m.group(1)), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+            except PermissionError:
+                pass
+
+
+def make_dev_copies() -> str:
+    """A fresh directory holding private copies of DEV_NODES (root only)."""
+    for base in _DEV_COPY_DIRS:
+        try:
+            if os.statvfs(base).f_flag & os.ST_NODEV:
+                continue
+        except OSError:
+            continue
+        _sweep_dev_copies(base)
+        d = tempfile.mkdtemp(prefix=f"isolation-dev-{os.getpid()}-", dir=base)
+        try:
+            for name in DEV_NODES:
+                st = os.stat(f"/dev/{name}")
+                os.mknod(os.path.join(d, name), 0o666 | (st.st_mode & 0o170000), st.st_rdev)
+                os.chmod(os.path.join(d, name), 0o666)
+        except OSError as exc:
+            shutil.rmtree(d, ignore_errors=True)
+            raise SandboxSetupError(
+                f"cannot create private device nodes in {d}: {exc.strerror}", step="mknod", path=d,
+                errno=exc.errno or 0,
+            ) from None
+        return d
+    raise SandboxSetupError(
+        f"no directory that allows device nodes among {', '.join(_DEV_COPY_DIRS)} (all mounted nodev); "
+        "a root caller's bwrap sandbox needs one for private /dev nodes, or use the native backend",
+        step="mknod",
+    )
 # Host-wide kernel knobs under /proc, bound read-only over the sandbox's fresh /proc.
 # bubblewrap covers some of them itself, but only those it finds writable at setup,
 # judged by the directory's own mode: /proc/sys (r-x) is skipped while the files in
@@ -102,6 +154,7 @@ def plan_to_bwrap_args(
     seccomp_fd: int | None = None,
     info_fd: int | None = None,
     block_fd: int | None = None,
+    dev_copies: str | None = None,
 ) -> list[str]:
     """The bubblewrap argv for `plan`. Every namespace is requested explicitly, so a
     namespace the kernel cannot create makes bwrap fail instead of being skipped.
@@ -134,6 +187,9 @@ def plan_to_bwrap_args(
                     args += ["--ro-bind", f"/proc/{sub}", f"{m.target}/{sub}"]
         elif m.kind == "dev":
             args += ["--dev", m.target]
+            if dev_copies is not None:
+                for name in DEV_NODES:
+                    args += ["--dev-bind", f"{dev_copies}/{name}", f"{m.target}/{name}"]
         elif m.kind == "file":
             args += ["--ro-bind", _data_file(m.data or b""), m.target]
         else:  # pragma: no cover - the plan's kinds are closed
@@ -164,7 +220,8 @@ def build_bwrap_command(
     fills in the descriptor of a memfd holding the filter at launch).
     """
     plan = build_plan(policy, argv, environ=environ)
-    return plan_to_bwrap_args(plan, bwrap or find_bwrap() or "bwrap", seccomp_fd=seccomp_fd)
+    dev = DEV_COPIES_PLACEHOLDER if os.geteuid() == 0 else None
+    return plan_to_bwrap_args(plan, bwrap or find_bwrap() or "bwrap", seccomp_fd=seccomp_fd, dev_copies=dev)
 
 
 _ENFORCED_BASE = (
@@ -294,8 +351,15 @@ class BwrapChild(PopenChild):
     # bubblewrap exits with 128+N when the command is killed by signal N.
     status_is_shell_style = True
 
-    def __init__(self, proc: subprocess.Popen[bytes], init_pidfd: int, cgroup: PidsCgroup | None = None) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        init_pidfd: int,
+        cgroup: PidsCgroup | None = None,
+        dev_copies: str | None = None,
+    ) -> None:
         super().__init__(proc, kill_group=True)
+        self._dev_copies = dev_copies
         self._init_pidfd = init_pidfd
         self._init_lock = threading.Lock()
         self._cgroup = cgroup
@@ -349,6 +413,9 @@ class BwrapChild(PopenChild):
             if cgroup is not None:
                 self._refused_forks = cgroup.refused_forks()
                 cgroup.remove()
+            dev, self._dev_copies = self._dev_copies, None
+            if dev is not None:  # the sandbox is gone: nothing is bound from it any more
+                shutil.rmtree(dev, ignore_errors=True)
 
     def __del__(self) -> None:
         fd = getattr(self, "_init_pidfd", -1)
@@ -360,6 +427,9 @@ class BwrapChild(PopenChild):
         if cgroup is not None:
             with contextlib.suppress(OSError):
                 cgroup.remove(attempts=1)  # busy: swept by a later run
+        dev = getattr(self, "_dev_copies", None)
+        if dev is not None:
+            shutil.rmtree(dev, ignore_errors=True)
 
 
 def _read_init_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int | None:
@@ -487,6 +557,7 @@ class BwrapBackend:
         blocked = bool(settings) or cgroup is not None
         child_ends: list[int] = []
         info_r = block_w = -1
+        dev_copies: str | None = None
         try:
             seccomp_fd: int | None = None
             if plan.seccomp is not None:
@@ -500,7 +571,11 @@ class BwrapBackend:
             if blocked:
                 block_r, block_w = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(block_r)
-            args = plan_to_bwrap_args(plan, bwrap, seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r)
+            if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
+                dev_copies = make_dev_copies()
+            args = plan_to_bwrap_args(
+                plan, bwrap, seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r, dev_copies=dev_copies
+            )
             try:
                 proc = subprocess.Popen(
                     args,
@@ -525,11 +600,13 @@ class BwrapBackend:
                     os.close(fd)
             if cgroup is not None:
                 cgroup.remove()
+            if dev_copies is not None:
+                shutil.rmtree(dev_copies, ignore_errors=True)
             raise
         finally:
             for fd in child_ends:
                 os.close(fd)
-        child = BwrapChild(proc, -1, cgroup)
+        child = BwrapChild(proc, -1, cgroup, dev_copies)
         try:
             init_pid = _read_init_pid(info_r, proc)
             if init_pid is not None:
