@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
 import select
 import shutil
 import signal
@@ -26,6 +27,7 @@ from isolation._native import ffi, lib
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.plan import WORK_DIR, Mount, SandboxPlan
+from isolation.result import Usage
 from isolation.rlimits import RLIMIT_LIMITS, rlimit_settings
 from isolation.userns import userns_status
 
@@ -109,6 +111,7 @@ class NativeChild:
         self._status_fd = status_fd
         self._group = group  # no pid namespace: the command leads its own process group
         self._cleanup = cleanup
+        self._rusage: resource.struct_rusage | None = None
         self._pidfd = os.pidfd_open(pid)
         self.returncode: int | None = None
 
@@ -140,10 +143,20 @@ class NativeChild:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            pid, status, ru = os.wait4(self._pid, os.WNOHANG)
             if pid == self._pid:
+                self._rusage = ru
                 return self._finish(status)
         return self.returncode
+
+    def usage(self) -> Usage | None:
+        """CPU time and peak RSS of every process of the sandbox: isolation-init
+        reaps them all, so its rusage as a waited-for child covers the whole tree
+        (up to a SIGKILL of init, which loses what it had not reaped yet)."""
+        ru = self._rusage
+        if ru is None:
+            return None
+        return Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is not None:
@@ -154,9 +167,10 @@ class NativeChild:
                 raise subprocess.TimeoutExpired("sandbox", timeout)
         while True:
             try:
-                _, status = os.waitpid(self._pid, 0)
+                _, status, ru = os.wait4(self._pid, 0)
             except InterruptedError:
                 continue
+            self._rusage = ru
             return self._finish(status)
 
     def send_signal(self, sig: int) -> None:
