@@ -104,7 +104,9 @@ def test_python_level_record(tmp_path: Path) -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("NOETHER_")}
+    # A known environment: what the caller's shell, CI or nox happens to export
+    # (NOX_CURRENT_SESSION looks like a secret) must not change the expectations.
+    full = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH") if k in os.environ}
     full.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "isolation", *args], capture_output=True, text=True, env=full, timeout=120
