@@ -638,6 +638,10 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     if (poll(&pfd, 1, 0) != 0)
         _exit(125);
     close(caller_pidfd);
+    /* Join the caller's cgroup for this sandbox before anything else runs in
+     * it, so every process of the sandbox is counted ("0": the writer). */
+    if (cfg->cgroup_procs_fd >= 0 && write(cfg->cgroup_procs_fd, "0", 1) != 1)
+        die("join cgroup", "cgroup.procs", errno);
     if (cfg->flags & ISO_F_USERNS)
         write_id_maps(cfg);
 

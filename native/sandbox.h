@@ -73,6 +73,7 @@ struct iso_config {
     int n_rlimits;
     int cap_last_cap;
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
+    int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
 };
 
 struct iso_error {

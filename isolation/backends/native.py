@@ -25,6 +25,7 @@ import attrs
 from isolation import landlock
 from isolation._native import ffi, lib
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
+from isolation.cgroups import PidsCgroup, pids_v1_parent
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.result import Usage
@@ -103,11 +104,40 @@ def _cap_last_cap() -> int:
         return 63
 
 
+def _pids_cgroup(parent: str, max_tasks: int) -> tuple[PidsCgroup, int]:
+    """A fresh pids cgroup and its cgroup.procs opened for the sandbox to join."""
+    try:
+        cgroup = PidsCgroup.create(parent, max_tasks)
+    except OSError as exc:
+        raise SandboxSetupError(
+            f"cannot create a pids cgroup under {parent}: {exc.strerror}", step="cgroup", path=parent,
+            errno=exc.errno or 0,
+        ) from None
+    try:
+        return cgroup, os.open(os.path.join(cgroup.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        cgroup.remove()
+        raise SandboxSetupError(
+            f"cannot open {cgroup.path}/cgroup.procs: {exc.strerror}", step="cgroup", path=cgroup.path,
+            errno=exc.errno or 0,
+        ) from None
+
+
 class NativeChild:
     """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status."""
 
-    def __init__(self, pid: int, status_fd: int, *, group: bool = False, cleanup: _Layout | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        status_fd: int,
+        *,
+        group: bool = False,
+        cleanup: _Layout | None = None,
+        cgroup: PidsCgroup | None = None,
+    ) -> None:
         self._pid = pid
+        self._cgroup = cgroup
+        self._refused_forks = 0
         self._status_fd = status_fd
         self._group = group  # no pid namespace: the command leads its own process group
         self._cleanup = cleanup
@@ -139,7 +169,15 @@ class NativeChild:
                 os.killpg(self._pid, signal.SIGKILL)
         if self._cleanup is not None:
             self._cleanup.cleanup()
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:  # init has exited: the kernel has killed the rest
+            self._refused_forks = cgroup.refused_forks()
+            cgroup.remove()
         return self.returncode
+
+    def limits_hit(self) -> tuple[str, ...]:
+        """Limits the sandbox ran into that only the backend can see (once it has ended)."""
+        return ("max_pids",) if self._refused_forks else ()
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -202,10 +240,11 @@ class NativeBackend:
         """Limits this backend enforces with rlimits on this host.
 
         RLIMIT_NPROC is not applied by the kernel to host uid 0, and a root
-        caller's sandbox runs as host uid 0 (65534 inside maps to it), so
-        `max_pids` is not claimed for a root caller.
+        caller's sandbox runs as host uid 0 (65534 inside maps to it): for a
+        root caller `max_pids` is enforced with a cgroup v1 pids controller
+        where the host has one, and not claimed otherwise.
         """
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and pids_v1_parent() is None:
             return RLIMIT_LIMITS - {"max_pids"}
         return RLIMIT_LIMITS
 
@@ -320,7 +359,13 @@ class NativeBackend:
             cfg.bpf_len = len(plan.seccomp.bpf) // 8
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
 
-        settings = [st for st in rlimit_settings(plan.policy.limits) if st.name in self.enforced_limits]
+        max_pids = plan.policy.limits.max_pids
+        pids_parent = pids_v1_parent() if os.geteuid() == 0 and max_pids is not None else None
+        settings = [
+            st
+            for st in rlimit_settings(plan.policy.limits)
+            if st.name in self.enforced_limits and not (st.name == "max_pids" and pids_parent is not None)
+        ]
         rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
         keep.append(rl)
         for i, st in enumerate(settings):
@@ -344,11 +389,24 @@ class NativeBackend:
                     "reinstall with `pip install .`"
                 ) from None
         cfg.init_fd = init_fd
+        cgroup: PidsCgroup | None = None
+        procs_fd = -1
         try:
+            if pids_parent is not None and max_pids is not None:
+                cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
+                enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
+            cfg.cgroup_procs_fd = procs_fd
             rc = lib.iso_spawn(cfg, out)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         finally:
-            if init_fd >= 0:
-                os.close(init_fd)
+            for fd in (init_fd, procs_fd):
+                if fd >= 0:
+                    os.close(fd)
+        if rc != 0 and cgroup is not None:
+            cgroup.remove()
         if rc != 0:
             step = ffi.string(out.error.step).decode(errors="replace")
             path = ffi.string(out.error.path).decode(errors="replace")
@@ -360,7 +418,9 @@ class NativeBackend:
                 path=path,
                 errno=err,
             )
-        child = NativeChild(int(out.pid), int(out.status_fd), group=not (flags & lib.ISO_F_PIDNS), cleanup=layout)
+        child = NativeChild(
+            int(out.pid), int(out.status_fd), group=not (flags & lib.ISO_F_PIDNS), cleanup=layout, cgroup=cgroup
+        )
         return Launched(child, tuple(enforced), tuple(missing))
 
 
