@@ -7,7 +7,8 @@ available backend it runs with the default filter and with the filter off
 on the host. `getppid` is the issue's target (< 5 % overhead): the filter
 always allows it, so the kernel's per-filter action cache skips the BPF
 entirely. `ioctl(-1, TCGETS)` has argument rules, so the BPF really runs on
-every call: the worst case for an allowed syscall.
+every call: the worst case for an allowed syscall. `openat` of a missing path
+has argument rules too (the set-id mode bits), with a path lookup around them.
 
 Usage: python benchmarks/bench_seccomp.py [--calls N] [--rounds R]
 """
@@ -29,6 +30,7 @@ from isolation.seccomp import compile_profile
 
 C_SOURCE = r"""
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stdio.h>
@@ -47,10 +49,11 @@ static double now(void) {
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-/* argv: getppid|ioctl N [allow-all|FILE]: optionally load a filter first. */
+/* argv: getppid|ioctl|openat N [allow-all|FILE]: optionally load a filter first. */
 int main(int argc, char **argv) {
     long n = atol(argv[2]);
     int ioctl_loop = strcmp(argv[1], "ioctl") == 0;
+    int openat_loop = strcmp(argv[1], "openat") == 0;
     if (argc > 3) {
         static struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
         static char buf[65536];
@@ -68,6 +71,8 @@ int main(int argc, char **argv) {
     for (long i = 0; i < n; i++) {
         if (ioctl_loop)
             syscall(SYS_ioctl, -1, TCGETS, &t);
+        else if (openat_loop)
+            syscall(SYS_openat, AT_FDCWD, "/nonexistent-bench", O_RDONLY, 0);
         else
             syscall(SYS_getppid);
     }
@@ -133,7 +138,7 @@ def main() -> int:
 
         print(f"filter: default, {len(f.bpf) // 8} BPF instructions, libseccomp {f.libseccomp}, {f.arch}")
         print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs; {args.calls} calls x {args.rounds} rounds")
-        for loop in ("getppid", "ioctl"):
+        for loop in ("getppid", "ioctl", "openat"):
             samples: dict[str, list[float]] = {c[0]: [] for c in contenders}
             for _ in range(args.rounds):  # interleaved: drift hits every contender alike
                 for name, backend, policy, load in contenders:

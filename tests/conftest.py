@@ -7,6 +7,7 @@ the matrix for local work; CI runs the default, so no backend is skipped there.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterator
 
 import pytest
@@ -61,3 +62,14 @@ def no_leaks() -> Iterator[None]:
     if parent is not None:
         mine = [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{os.getpid()}-")]
         assert mine == [], f"cgroups left behind under {parent}"
+
+
+@pytest.fixture
+def fds_for_200() -> Iterator[None]:
+    """200 concurrent sandboxes need about 800 descriptors (2000 while all start at once):
+    more than the usual soft limit of 1024, so raise it up to the hard limit as a caller would."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

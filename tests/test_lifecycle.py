@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -214,17 +213,6 @@ def test_streaming_through_spawn(backend: str) -> None:
             sb.stdin.write(b"ok\n")
         assert sb.stdout.read() == b"end\n"
         assert sb.wait(timeout=30) == 0
-
-
-@pytest.fixture
-def fds_for_200() -> Iterator[None]:
-    """200 concurrent sandboxes need about 800 descriptors (2000 while all start at once):
-    more than the usual soft limit of 1024, so raise it up to the hard limit as a caller would."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.usefixtures("fds_for_200")

@@ -89,6 +89,7 @@ def test_500_sequential_runs(clean_slate: str) -> None:
         probe.close()
 
 
+@pytest.mark.usefixtures("fds_for_200")
 def test_200_concurrent_runs_from_threads(clean_slate: str) -> None:
     errors: list[BaseException] = []
     start = threading.Barrier(200)
