@@ -16,16 +16,31 @@ from collections.abc import Callable
 
 import isolation
 from isolation import IsolationPolicy
-from isolation.backends.bwrap import build_bwrap_command
+from isolation.backends.bwrap import DEV_COPIES_PLACEHOLDER, build_bwrap_command
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 TRUE = ["/bin/true"]
 
 
+def _bare(argv: list[str]) -> list[str]:
+    """Drop the arguments whose descriptors or directories only the backend provides at launch."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--seccomp":
+            i += 2
+        elif argv[i] == "--dev-bind" and argv[i + 1].startswith(DEV_COPIES_PLACEHOLDER):
+            i += 3
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def contenders() -> dict[str, Callable[[], object]]:
     strict = IsolationPolicy()
     # The bwrap command line the backend would run, executed bare: what bwrap itself costs.
-    raw = [a for a in build_bwrap_command(strict, TRUE) if a not in ("--seccomp", "<seccomp-fd>")]
+    raw = _bare(build_bwrap_command(strict, TRUE))
     return {
         "subprocess": lambda: subprocess.run(TRUE, check=True),
         "native": lambda: isolation.run(TRUE, strict, backend="native"),
