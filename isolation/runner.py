@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import selectors
@@ -533,6 +532,8 @@ async def run_async(
     Each call runs in a thread of its own (not the loop's default executor, whose
     few workers would queue concurrent runs behind one another).
     """
+    import asyncio  # here, not at module level: it costs ~40 ms of every `import isolation`
+
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
     argv, pol = tuple(cmd), policy or IsolationPolicy()
     loop = asyncio.get_running_loop()
