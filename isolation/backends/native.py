@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from typing import Any
 
 import attrs
@@ -143,6 +145,7 @@ class NativeChild:
         self._cleanup = cleanup
         self._rusage: resource.struct_rusage | None = None
         self._pidfd = os.pidfd_open(pid)
+        self._lock = threading.Lock()
         self.returncode: int | None = None
 
     @property
@@ -179,13 +182,19 @@ class NativeChild:
         """Limits the sandbox ran into that only the backend can see (once it has ended)."""
         return ("max_pids",) if self._refused_forks else ()
 
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status, ru = os.wait4(self._pid, os.WNOHANG)
-            if pid == self._pid:
+    def _reap(self) -> int | None:
+        # One reaper at a time: the runner's output thread and a caller's wait() may race.
+        with self._lock:
+            if self.returncode is None:
+                pid, status, ru = os.wait4(self._pid, os.WNOHANG)
+                if pid != self._pid:
+                    return None
                 self._rusage = ru
-                return self._finish(status)
-        return self.returncode
+                self._finish(status)
+            return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap()
 
     def usage(self) -> Usage | None:
         """CPU time and peak RSS of every process of the sandbox: isolation-init
@@ -197,24 +206,29 @@ class NativeChild:
         return Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is not None:
-            return self.returncode
-        if timeout is not None:
-            ready, _, _ = select.select([self._pidfd], [], [], max(timeout, 0))
-            if not ready:
-                raise subprocess.TimeoutExpired("sandbox", timeout)
-        while True:
+        # Block on the pidfd, never inside the lock: kill() from another thread must get through.
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        while (rc := self._reap()) is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise subprocess.TimeoutExpired("sandbox", timeout or 0.0)
+            with self._lock:
+                fd = os.dup(self._pidfd) if self._pidfd >= 0 else -1
+            if fd < 0:
+                continue  # reaped meanwhile
             try:
-                _, status, ru = os.wait4(self._pid, 0)
-            except InterruptedError:
-                continue
-            self._rusage = ru
-            return self._finish(status)
+                p = select.poll()  # not select(): descriptors above 1023 are common under load
+                p.register(fd, select.POLLIN)
+                p.poll(None if remaining is None else remaining * 1000)
+            finally:
+                os.close(fd)
+        return rc
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None and self._pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, sig)
+        with self._lock:  # the pidfd is closed under the lock once init is reaped
+            if self.returncode is None and self._pidfd >= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, sig)
 
     def kill(self) -> None:
         """SIGKILL to init ends the pid namespace: the kernel kills every process in it."""
