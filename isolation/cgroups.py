@@ -28,6 +28,8 @@ from typing import Any
 
 import attrs
 
+from isolation.errors import SandboxSetupError
+
 NEEDED: tuple[str, ...] = ("memory", "pids", "cpu")
 
 
@@ -209,6 +211,19 @@ class PidsCgroup:
             os.rmdir(path)
             raise
         return cls(path)
+
+    @classmethod
+    def create_for_sandbox(cls, parent: str, max_tasks: int) -> PidsCgroup:
+        """`create`, failing as the sandbox setup step it is."""
+        try:
+            return cls.create(parent, max_tasks)
+        except OSError as exc:
+            raise SandboxSetupError(
+                f"cannot create a pids cgroup under {parent}: {exc.strerror}",
+                step="cgroup",
+                path=parent,
+                errno=exc.errno or 0,
+            ) from None
 
     def add(self, pid: int) -> None:
         _write(os.path.join(self.path, "cgroup.procs"), str(pid))

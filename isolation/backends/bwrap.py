@@ -21,12 +21,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
-from isolation.cgroups import PidsCgroup, pids_v1_parent
+from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.result import Usage
-from isolation.rlimits import RLIMIT_LIMITS, RlimitSetting, rlimit_settings
+from isolation.rlimits import RlimitSetting, sandbox_enforced_limits, sandbox_limits
 from isolation.userns import userns_status
 
 # Searched before $PATH: a bwrap that any user could have put first in $PATH
@@ -512,16 +512,9 @@ class BwrapBackend:
 
     @property
     def enforced_limits(self) -> frozenset[str]:
-        """Limits this backend enforces (with prlimit(2) on the blocked sandbox).
-
-        The kernel does not apply RLIMIT_NPROC to host uid 0, and for a root
-        caller bubblewrap maps the sandbox user to host uid 0: for a root caller
-        `max_pids` is enforced with a cgroup v1 pids controller where the host
-        has one, and not claimed otherwise.
-        """
-        if os.geteuid() == 0 and pids_v1_parent() is None:
-            return RLIMIT_LIMITS - {"max_pids"}
-        return RLIMIT_LIMITS
+        """Limits this backend enforces: rlimits with prlimit(2) on the blocked
+        sandbox, a root caller's max_pids with a cgroup (see `sandbox_enforced_limits`)."""
+        return sandbox_enforced_limits()
 
     def availability(self) -> Availability:
         bwrap = find_bwrap()
@@ -537,23 +530,11 @@ class BwrapBackend:
         if bwrap is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
         max_pids = plan.policy.limits.max_pids
-        pids_parent = pids_v1_parent() if os.geteuid() == 0 and max_pids is not None else None
-        settings = [
-            st
-            for st in rlimit_settings(plan.policy.limits)
-            if st.name in self.enforced_limits and not (st.name == "max_pids" and os.geteuid() == 0)
-        ]
+        mechanisms = sandbox_limits(plan.policy.limits)
+        settings = mechanisms.rlimits
         cgroup: PidsCgroup | None = None
-        if pids_parent is not None and max_pids is not None:
-            try:
-                cgroup = PidsCgroup.create(pids_parent, max_pids + 1)  # + bubblewrap's init
-            except OSError as exc:
-                raise SandboxSetupError(
-                    f"cannot create a pids cgroup under {pids_parent}: {exc.strerror}",
-                    step="cgroup",
-                    path=pids_parent,
-                    errno=exc.errno or 0,
-                ) from None
+        if mechanisms.pids_cgroup_parent is not None and max_pids is not None:
+            cgroup = PidsCgroup.create_for_sandbox(mechanisms.pids_cgroup_parent, max_pids + 1)  # + bwrap's init
         blocked = bool(settings) or cgroup is not None
         child_ends: list[int] = []
         info_r = block_w = -1

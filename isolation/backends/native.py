@@ -27,11 +27,11 @@ import attrs
 from isolation import landlock
 from isolation._native import ffi, lib
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
-from isolation.cgroups import PidsCgroup, pids_v1_parent
+from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.result import Usage
-from isolation.rlimits import RLIMIT_LIMITS, rlimit_settings
+from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
 from isolation.userns import userns_status
 
 # Tests only: pretend the host lacks features, to exercise every rung of the
@@ -108,13 +108,7 @@ def _cap_last_cap() -> int:
 
 def _pids_cgroup(parent: str, max_tasks: int) -> tuple[PidsCgroup, int]:
     """A fresh pids cgroup and its cgroup.procs opened for the sandbox to join."""
-    try:
-        cgroup = PidsCgroup.create(parent, max_tasks)
-    except OSError as exc:
-        raise SandboxSetupError(
-            f"cannot create a pids cgroup under {parent}: {exc.strerror}", step="cgroup", path=parent,
-            errno=exc.errno or 0,
-        ) from None
+    cgroup = PidsCgroup.create_for_sandbox(parent, max_tasks)
     try:
         return cgroup, os.open(os.path.join(cgroup.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -251,16 +245,9 @@ class NativeBackend:
 
     @property
     def enforced_limits(self) -> frozenset[str]:
-        """Limits this backend enforces with rlimits on this host.
-
-        RLIMIT_NPROC is not applied by the kernel to host uid 0, and a root
-        caller's sandbox runs as host uid 0 (65534 inside maps to it): for a
-        root caller `max_pids` is enforced with a cgroup v1 pids controller
-        where the host has one, and not claimed otherwise.
-        """
-        if os.geteuid() == 0 and pids_v1_parent() is None:
-            return RLIMIT_LIMITS - {"max_pids"}
-        return RLIMIT_LIMITS
+        """Limits this backend enforces: rlimits set between clone and exec, a root
+        caller's max_pids with a cgroup (see `sandbox_enforced_limits`)."""
+        return sandbox_enforced_limits()
 
     def availability(self) -> Availability:
         if not os.access(INIT_PROGRAM, os.X_OK):
@@ -374,12 +361,9 @@ class NativeBackend:
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
 
         max_pids = plan.policy.limits.max_pids
-        pids_parent = pids_v1_parent() if os.geteuid() == 0 and max_pids is not None else None
-        settings = [
-            st
-            for st in rlimit_settings(plan.policy.limits)
-            if st.name in self.enforced_limits and not (st.name == "max_pids" and pids_parent is not None)
-        ]
+        mechanisms = sandbox_limits(plan.policy.limits)
+        settings = mechanisms.rlimits
+        pids_parent = mechanisms.pids_cgroup_parent
         rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
         keep.append(rl)
         for i, st in enumerate(settings):
