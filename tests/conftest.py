@@ -11,6 +11,7 @@ import resource
 from collections.abc import Iterator
 
 import pytest
+from procs import child_pids, fd_table
 
 ALL_BACKENDS = ("bwrap", "native")
 BACKENDS = tuple(b for b in os.environ.get("ISOLATION_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b)
@@ -22,40 +23,16 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _fd_table() -> dict[str, str]:
-    table = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            table[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor os.listdir itself used
-            continue
-    return table
-
-
-def _child_pids() -> list[int]:
-    """Processes whose parent is the test process, zombies included."""
-    me, kids = os.getpid(), []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        kids.append(int(pid))
-            except OSError:
-                continue
-    return kids
-
-
 @pytest.fixture(scope="session")
 def no_leaks() -> Iterator[None]:
     """Requested by the sandbox lifecycle tests: at the end of the session, the test
     process has no child (zombie or alive), no descriptor it did not have before,
     and no cgroup of its sandboxes is left."""
-    before = _fd_table()
+    before = fd_table()
     yield
-    leaked = {fd: target for fd, target in _fd_table().items() if before.get(fd) != target}
+    leaked = {fd: target for fd, target in fd_table().items() if before.get(fd) != target}
     assert leaked == {}, f"descriptors leaked by the suite: {leaked}"
-    assert _child_pids() == [], "children (or zombies) left behind by the suite"
+    assert child_pids() == [], "children (or zombies) left behind by the suite"
     from isolation.cgroups import PIDS_PREFIX, pids_v1_parent
 
     parent = pids_v1_parent()

@@ -20,6 +20,7 @@ import time
 import uuid
 
 import pytest
+from procs import processes_with
 
 import isolation
 from isolation import IsolationPolicy
@@ -38,20 +39,6 @@ def _marker() -> str:
     return f"0.{uuid.uuid4().int % 10**18:018d}"
 
 
-def _with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def _wait_for(predicate: object, bound: float = 30.0) -> bool:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
@@ -66,20 +53,20 @@ def test_timeout_kills_the_whole_tree_before_run_returns(backend: str) -> None:
     res = isolation.run(["sh", "-c", TREE, marker], backend=backend, timeout=1)
     assert res.outcome == "timeout" and res.timed_out
     assert res.duration < 20
-    assert _with(marker) == []
+    assert processes_with(marker) == []
     # Control: the same tree, left running, is found by the marker search.
     with isolation.spawn(["sh", "-c", TREE, marker], backend=backend) as sb:
-        assert _wait_for(lambda: len(_with(marker)) >= 7)
+        assert _wait_for(lambda: len(processes_with(marker)) >= 7)
         sb.kill()
         sb.wait()
-        assert _with(marker) == []
+        assert processes_with(marker) == []
 
 
 def test_background_processes_die_with_the_command(backend: str) -> None:
     marker = _marker()
     res = isolation.run(["sh", "-c", TREE_THEN_EXIT, marker], backend=backend, timeout=60)
     assert (res.returncode, res.stdout, res.outcome) == (0, b"done\n", "exited")
-    assert _with(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_asyncio_cancellation_kills_and_reaps(backend: str) -> None:
@@ -88,13 +75,13 @@ def test_asyncio_cancellation_kills_and_reaps(backend: str) -> None:
     async def main() -> None:
         task = asyncio.create_task(isolation.run_async(["sh", "-c", TREE, marker], backend=backend))
         await asyncio.sleep(0)
-        assert await asyncio.to_thread(_wait_for, lambda: len(_with(marker)) >= 7)
+        assert await asyncio.to_thread(_wait_for, lambda: len(processes_with(marker)) >= 7)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
-    assert _with(marker) == []
+    assert processes_with(marker) == []
 
 
 CALLER = """
@@ -110,11 +97,11 @@ def test_sigkill_of_the_caller_leaves_no_sandboxed_process(backend: str) -> None
     caller = subprocess.Popen([sys.executable, "-c", CALLER, backend, TREE, marker], env=env)
     try:
         # Control: the tree is up while its caller lives.
-        assert _wait_for(lambda: len(_with(marker)) >= 8), "the sandboxed tree never started"  # + the caller
+        assert _wait_for(lambda: len(processes_with(marker)) >= 8), "the sandboxed tree never started"  # + the caller
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait()
-    assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
+    assert _wait_for(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
 
 
 CALLER_WITH_PIDS = """
@@ -137,11 +124,11 @@ def test_a_killed_callers_pids_cgroup_is_swept(backend: str) -> None:
     env = {**os.environ, "PYTHONPATH": REPO}
     caller = subprocess.Popen([sys.executable, "-c", CALLER_WITH_PIDS, backend, TREE, marker], env=env)
     try:
-        assert _wait_for(lambda: len(_with(marker)) >= 8), "the sandboxed tree never started"
+        assert _wait_for(lambda: len(processes_with(marker)) >= 8), "the sandboxed tree never started"
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait()
-    assert _wait_for(lambda: _with(marker) == [], bound=10), _with(marker)
+    assert _wait_for(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
     stale = [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{caller.pid}-")]
     assert len(stale) == 1  # control: the dead caller could not remove its own
     # Swept by a later run: the kernel may still be detaching the dead tasks (rmdir EBUSY)
@@ -238,7 +225,7 @@ def test_200_concurrent_runs_from_threads(backend: str) -> None:
         t.join()
     assert errors == []
     assert {k: (r.returncode, r.stdout) for k, r in results.items()} == {k: (0, f"{k}\n".encode()) for k in range(200)}
-    assert _with(marker) == []
+    assert processes_with(marker) == []
 
 
 @pytest.mark.usefixtures("fds_for_200")
@@ -254,7 +241,7 @@ def test_200_concurrent_runs_from_an_event_loop(backend: str) -> None:
 
     results = asyncio.run(main())
     assert [(r.returncode, r.stdout) for r in results] == [(0, f"{k}\n".encode()) for k in range(200)]
-    assert _with(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_event_loop_stays_responsive_during_runs(backend: str) -> None:

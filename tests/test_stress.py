@@ -7,20 +7,16 @@ background processes the sandboxed commands started and did not wait for.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from procs import child_pids, fd_table, processes_with
 
 import isolation
 
 pytestmark = [pytest.mark.security, pytest.mark.slow]
-
-
-def _fds() -> list[str]:
-    return sorted(os.listdir("/proc/self/fd"))
 
 
 def _mounts() -> str:
@@ -28,46 +24,16 @@ def _mounts() -> str:
         return f.read()
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
-def _children() -> list[int]:
-    me = os.getpid()
-    kids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:
-            kids.append(int(pid))
-    return kids
-
-
 @pytest.fixture
 def clean_slate() -> Iterator[str]:
     """Yield a marker for sandboxed argv; afterwards assert nothing leaked."""
     marker = f"isolation-stress-{uuid.uuid4().hex}"
-    fds, mounts = _fds(), _mounts()
+    fds, mounts = fd_table(), _mounts()
     yield marker
-    assert _fds() == fds
+    assert fd_table() == fds
     assert _mounts() == mounts
-    assert _children() == []
-    assert _processes_with(marker) == []
+    assert child_pids() == []
+    assert processes_with(marker) == []
 
 
 def _one(marker: str, i: int) -> None:
@@ -82,7 +48,7 @@ def test_500_sequential_runs(clean_slate: str) -> None:
     # Control: the marker search does find a live process that carries it.
     probe = isolation.spawn(["sh", "-c", "sleep 600", clean_slate], backend="native")
     try:
-        assert _processes_with(clean_slate)
+        assert processes_with(clean_slate)
     finally:
         probe.kill()
         probe.wait()

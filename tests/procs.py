@@ -1,0 +1,50 @@
+"""What the test process can see of processes and descriptors, from /proc.
+
+Shared by the lifecycle, stress and leak checks (conftest.py): one way to
+find a sandbox's processes by a marker in their argv, the test process's
+children (zombies included) and its descriptor table.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of every process whose command line contains `marker`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def child_pids() -> list[int]:
+    """Processes whose parent is the test process, zombies included."""
+    me, kids = os.getpid(), []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(pid))
+            except OSError:
+                continue
+    return kids
+
+
+def fd_table() -> dict[str, str]:
+    """The test process's descriptors and what each refers to."""
+    table = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            table[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor os.listdir itself used
+            continue
+    return table
