@@ -750,21 +750,15 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
         goto fail;
     }
 
+    static const int namespaces[][2] = {
+        {ISO_F_USERNS, CLONE_NEWUSER}, {ISO_F_MOUNTNS, CLONE_NEWNS}, {ISO_F_PIDNS, CLONE_NEWPID},
+        {ISO_F_NETNS, CLONE_NEWNET},   {ISO_F_IPCNS, CLONE_NEWIPC},  {ISO_F_UTSNS, CLONE_NEWUTS},
+        {ISO_F_CGROUPNS, CLONE_NEWCGROUP},
+    };
     int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-    if (cfg->flags & ISO_F_USERNS)
-        flags |= CLONE_NEWUSER;
-    if (cfg->flags & ISO_F_MOUNTNS)
-        flags |= CLONE_NEWNS;
-    if (cfg->flags & ISO_F_PIDNS)
-        flags |= CLONE_NEWPID;
-    if (cfg->flags & ISO_F_NETNS)
-        flags |= CLONE_NEWNET;
-    if (cfg->flags & ISO_F_IPCNS)
-        flags |= CLONE_NEWIPC;
-    if (cfg->flags & ISO_F_UTSNS)
-        flags |= CLONE_NEWUTS;
-    if (cfg->flags & ISO_F_CGROUPNS)
-        flags |= CLONE_NEWCGROUP;
+    for (size_t i = 0; i < sizeof namespaces / sizeof namespaces[0]; i++)
+        if (cfg->flags & namespaces[i][0])
+            flags |= namespaces[i][1];
 
     /* The child runs in this process's memory until its execve (vfork
      * semantics: this thread waits), so copying the caller's page tables, the
