@@ -12,6 +12,7 @@ Everything the tests create on the host lives under pytest's `tmp_path`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -266,12 +267,9 @@ except OSError as e:
 """
 
 
-@pytest.fixture
-def host_listener() -> Iterator[tuple[int, str]]:
-    """A TCP listener on the host's 127.0.0.1 that greets every client with a token."""
-    token = "listener-" + uuid.uuid4().hex
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+@contextlib.contextmanager
+def greeter(srv: socket.socket, token: str) -> Iterator[None]:
+    """Serve `srv` on the host while the block runs: every client gets `token`."""
     srv.listen(8)
     srv.settimeout(0.2)
     stop = threading.Event()
@@ -287,10 +285,22 @@ def host_listener() -> Iterator[tuple[int, str]]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    yield srv.getsockname()[1], token
-    stop.set()
-    t.join()
-    srv.close()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+@pytest.fixture
+def host_listener() -> Iterator[tuple[int, str]]:
+    """A TCP listener on the host's 127.0.0.1 that greets every client with a token."""
+    token = "listener-" + uuid.uuid4().hex
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    with greeter(srv, token):
+        yield srv.getsockname()[1], token
 
 
 def test_no_tcp_to_the_host_without_network(backend: str, host_listener: tuple[int, str]) -> None:
@@ -1016,28 +1026,9 @@ def test_no_host_abstract_unix_socket_without_network(backend: str) -> None:
     token = "abstract-" + uuid.uuid4().hex
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind("\0" + name)
-    srv.listen(8)
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.sendall(token.encode())
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
+    with greeter(srv, token):
         assert sandboxed(backend, ABSTRACT, name) in ("ConnectionRefusedError", "PermissionError")
         assert on_host(ABSTRACT, name) == token  # control
-    finally:
-        stop.set()
-        t.join()
-        srv.close()
 
 
 KEYRING = """
