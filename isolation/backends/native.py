@@ -498,7 +498,7 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
         net = landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP if abi >= 4 and not plan.network else 0
         scoped = landlock.SCOPE_ABSTRACT_UNIX_SOCKET | landlock.SCOPE_SIGNAL if abi >= 6 else 0
         ruleset = landlock.Ruleset(abi=abi, fs=landlock.handled_fs(abi), net=net, scoped=scoped, rules=tuple(rules))
-        sandbox_exe, host_exe = _executable(plan)
+        _, host_exe = _executable(plan)
         cwd = work if plan.cwd == WORK_DIR else plan.cwd
         env = {**dict(plan.env), "TMPDIR": tmp}
         if env.get("HOME") == WORK_DIR:
