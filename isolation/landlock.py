@@ -27,7 +27,7 @@ import functools
 
 import attrs
 
-from isolation.plan import SandboxPlan
+from isolation.plan import Mount, SandboxPlan
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -89,13 +89,13 @@ def features(abi: int) -> tuple[str, ...]:
     return tuple(name for name, level in FEATURE_ABI.items() if abi >= level)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Rule:
     path: str  # inside the sandbox
     access: int
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Ruleset:
     abi: int
     fs: int
@@ -152,8 +152,13 @@ def ruleset_for(plan: SandboxPlan, abi: int, *, unlisted: frozenset[str] = froze
     `unlisted` drops rules for those sandbox paths: an internal hook the tests
     use to show that Landlock, not the mount table, denies them.
     """
+    return _ruleset(plan.mounts, plan.network, abi, unlisted)
+
+
+@functools.lru_cache(maxsize=64)
+def _ruleset(mounts: tuple[Mount, ...], network: bool, abi: int, unlisted: frozenset[str]) -> Ruleset:
     rules: list[Rule] = [Rule("/", READ_DIR)]  # list directories (their files stay governed by the rules below)
-    for m in plan.mounts:
+    for m in mounts:
         if m.target in unlisted:
             continue
         if m.kind in ("ro-bind", "file"):
@@ -165,7 +170,7 @@ def ruleset_for(plan: SandboxPlan, abi: int, *, unlisted: frozenset[str] = froze
         elif m.kind == "dev":
             rules.append(Rule(m.target, DEVICES))
             rules.append(Rule(m.target.rstrip("/") + "/shm", WRITE))
-    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and not plan.network else 0
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and not network else 0
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
     return Ruleset(abi=abi, fs=handled_fs(abi), net=net, scoped=scoped, rules=tuple(rules))
 

@@ -6,6 +6,7 @@ same environment, the same seccomp filter. `isolation plan` prints it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -31,7 +32,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SECRET_HINTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # plans are compared and used as cache keys on every run
 class Mount:
     """One step of building the sandbox's file system, applied in plan order.
 
@@ -64,6 +65,8 @@ class SandboxPlan:
     uid: int = SANDBOX_UID
     gid: int = SANDBOX_GID
     hostname: str = "sandbox"
+    # (sandbox path, host path) of argv[0], found by build_plan's check; None when not checked.
+    executable: tuple[str, str] | None = None
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -191,6 +194,31 @@ def build_plan(
         policy.check_host_paths()
     environ = os.environ if environ is None else environ
 
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOME": WORK_DIR, "USER": "nobody", "LOGNAME": "nobody"}
+    for name in policy.env_allowlist:
+        if name in environ:
+            env[name] = environ[name]
+    denied = tuple(sorted(n for n in environ if n not in policy.env_allowlist))
+
+    plan = SandboxPlan(
+        argv=argv,
+        mounts=policy_mounts(policy),
+        env=tuple(env.items()),
+        env_denied=denied,
+        cwd=WORK_DIR,
+        network=policy.network,
+        seccomp=compile_filter(policy),
+        policy=policy,
+    )
+    if check_executable:
+        plan = with_command_checked(plan)
+    return plan
+
+
+@functools.lru_cache(maxsize=64)
+def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
+    """The mounts `policy` asks for, in plan order (cached: a policy is immutable,
+    and the system view is resolved once per process)."""
     mounts = _system_mounts(policy.network)
     mounts += [
         Mount("proc", "/proc", origin="sandbox"),
@@ -211,26 +239,17 @@ def build_plan(
         Mount("file", "/etc/passwd", data=sysview.PASSWD, origin="sandbox"),
         Mount("file", "/etc/group", data=sysview.GROUP, origin="sandbox"),
     ]
+    return tuple(mounts)
 
-    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOME": WORK_DIR, "USER": "nobody", "LOGNAME": "nobody"}
-    for name in policy.env_allowlist:
-        if name in environ:
-            env[name] = environ[name]
-    denied = tuple(sorted(n for n in environ if n not in policy.env_allowlist))
 
-    plan = SandboxPlan(
-        argv=argv,
-        mounts=tuple(mounts),
-        env=tuple(env.items()),
-        env_denied=denied,
-        cwd=WORK_DIR,
-        network=policy.network,
-        seccomp=compile_filter(policy),
-        policy=policy,
-    )
-    if check_executable:
-        check_command(plan)
-    return plan
+def with_command_checked(plan: SandboxPlan) -> SandboxPlan:
+    """`plan` with its executable found; refuses, before anything is spawned,
+    a command the sandbox could not execute."""
+    found = plan.find_executable(plan.argv[0])
+    if found is None:
+        check_command(plan)  # raises, naming why
+        raise CommandNotFound(f"command {plan.argv[0]!r} is not executable inside the sandbox")
+    return attrs.evolve(plan, executable=found)
 
 
 def check_command(plan: SandboxPlan) -> None:

@@ -53,7 +53,7 @@ def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # used as a cache key on every run
 class IsolationPolicy:
     """What the sandbox sees. Construct with `from_effects`, `from_json` or directly.
 

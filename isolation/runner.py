@@ -19,7 +19,7 @@ from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
 from isolation.paths import normalize_path
-from isolation.plan import build_plan
+from isolation.plan import build_plan, with_command_checked
 from isolation.policy import IsolationPolicy
 from isolation.result import Outcome, RunResult, Usage
 
@@ -302,6 +302,8 @@ def _spawn(
             if plan.host_path(cwd) is None and cwd != plan.cwd:
                 raise PolicyError(f"cwd {cwd} is not visible inside the sandbox")
             plan = attrs.evolve(plan, cwd=cwd)
+            if "/" in argv[0] and not argv[0].startswith("/"):
+                plan = with_command_checked(plan)  # a relative path is found from cwd
     if resolution.warn_unisolated:
         warn_unisolated(argv[0])
     unenforceable = [

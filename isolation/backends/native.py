@@ -32,6 +32,7 @@ from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupErro
 from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
+from isolation.seccomp import SeccompFilter
 from isolation.userns import userns_status
 
 # Tests only: pretend the host lacks features, to exercise every rung of the
@@ -315,29 +316,19 @@ class NativeBackend:
         cfg.envp = cstrs([f"{k}={v}" for k, v in layout.env])
         cfg.exe = cstr(layout.exe)
         cfg.cwd = cstr(layout.cwd)
-        cfg.hostname = cstr(plan.hostname)
         cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
         cfg.uid_inside, cfg.gid_inside = plan.uid, plan.gid
         cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
 
-        mounts = ffi.new("struct iso_mount[]", max(len(layout.mounts), 1))
-        keep.append(mounts)
-        for i, m in enumerate(layout.mounts):
-            mounts[i].kind = _KIND[m.kind]
-            mounts[i].target = cstr(m.target)
-            if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
-                mounts[i].source = cstr(os.path.realpath(m.source))
-            elif m.source is not None:
-                mounts[i].source = cstr(m.source)
-            if m.data is not None:
-                mounts[i].data = cstr(m.data)
-                mounts[i].data_len = len(m.data)
-        cfg.mounts = mounts
+        seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+        static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
+        keep.append(static)
+        cfg.hostname = static.hostname
+        cfg.mounts = static.mounts
         cfg.n_mounts = len(layout.mounts)
-        scratch = ffi.new("int[]", max(len(layout.mounts), 1))
+        scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # per run: C writes into it
         keep.append(scratch)
         cfg.scratch = scratch
-
         if layout.ruleset is not None:
             rs = layout.ruleset
             flags |= lib.ISO_F_LANDLOCK
@@ -345,20 +336,14 @@ class NativeBackend:
             cfg.landlock_fs = rs.fs
             cfg.landlock_net = rs.net
             cfg.landlock_scoped = rs.scoped
-            rules = ffi.new("struct iso_rule[]", len(rs.rules))
-            keep.append(rules)
-            for i, r in enumerate(rs.rules):
-                rules[i].path = cstr(r.path)
-                rules[i].access = r.access
-            cfg.rules = rules
+            cfg.rules = static.rules
             cfg.n_rules = len(rs.rules)
             enforced.append(rs.claim())
-
-        if plan.seccomp is not None and host.seccomp:
+        if seccomp is not None:
             flags |= lib.ISO_F_SECCOMP
-            cfg.bpf = cstr(plan.seccomp.bpf)
-            cfg.bpf_len = len(plan.seccomp.bpf) // 8
-            enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
+            cfg.bpf = static.bpf
+            cfg.bpf_len = len(seccomp.bpf) // 8
+            enforced.append(f"seccomp:{seccomp.profile}:sha256={seccomp.digest}")
 
         max_pids = plan.policy.limits.max_pids
         mechanisms = sandbox_limits(plan.policy.limits)
@@ -423,6 +408,47 @@ class NativeBackend:
 
 
 @attrs.frozen
+class _StaticConfig:
+    """The C arrays a policy's sandboxes share: built once, only read by C."""
+
+    hostname: Any
+    mounts: Any
+    rules: Any
+    bpf: Any
+    keep: tuple[Any, ...]
+
+
+@functools.lru_cache(maxsize=32)
+def _static_config(
+    mounts: tuple[Mount, ...], ruleset: landlock.Ruleset | None, seccomp: SeccompFilter | None, hostname: str
+) -> _StaticConfig:
+    keep: list[Any] = []
+
+    def cstr(s: str | bytes) -> Any:
+        buf = ffi.new("char[]", s.encode() if isinstance(s, str) else s)
+        keep.append(buf)
+        return buf
+
+    arr = ffi.new("struct iso_mount[]", max(len(mounts), 1))
+    for i, m in enumerate(mounts):
+        arr[i].kind = _KIND[m.kind]
+        arr[i].target = cstr(m.target)
+        if m.source is not None:  # bind sources are opened by the child, following symlinks as open(2) does
+            arr[i].source = cstr(m.source)
+        if m.data is not None:
+            arr[i].data = cstr(m.data)
+            arr[i].data_len = len(m.data)
+    rules = ffi.NULL
+    if ruleset is not None:
+        rules = ffi.new("struct iso_rule[]", max(len(ruleset.rules), 1))
+        for i, r in enumerate(ruleset.rules):
+            rules[i].path = cstr(r.path)
+            rules[i].access = r.access
+    bpf = cstr(seccomp.bpf) if seccomp is not None else ffi.NULL
+    return _StaticConfig(cstr(hostname), arr, rules, bpf, (arr, rules, *keep))
+
+
+@attrs.frozen
 class _Layout:
     """What C is asked to build: mounts, Landlock rules, and where the command starts."""
 
@@ -442,7 +468,7 @@ class _Layout:
 
 
 def _executable(plan: SandboxPlan) -> tuple[str, str]:
-    exe = plan.find_executable(plan.argv[0])
+    exe = plan.executable or plan.find_executable(plan.argv[0])
     if exe is None:  # build_plan checked already; the host may have changed since
         raise PolicyError(f"{plan.argv[0]} is not executable inside the sandbox")
     return exe
