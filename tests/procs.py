@@ -40,7 +40,11 @@ def child_pids() -> list[int]:
 
 
 def fd_table() -> dict[str, str]:
-    """The test process's descriptors and what each refers to."""
+    """The test process's descriptors and what each refers to, after the native
+    backend's prepared namespaces are released (their descriptors come and go)."""
+    from isolation.backends import nspool
+
+    nspool.release()
     table = {}
     for fd in os.listdir("/proc/self/fd"):
         try:

@@ -257,3 +257,31 @@ def test_event_loop_stays_responsive_during_runs(backend: str) -> None:
 
     # Control-free by nature; the bound is generous: the loop ticked while the sandbox ran.
     assert asyncio.run(main()) < 0.5
+
+
+def test_starting_sandboxes_does_not_cut_another_threads_write_short(backend: str) -> None:
+    """A blocking write of another thread of the caller runs to completion while
+    sandboxes start and end (a SIGCHLD made pending on that thread would end it
+    early with a short count)."""
+    r, w = os.pipe()
+    reader = subprocess.Popen(["sh", "-c", "sleep 0.5; wc -c"], stdin=r, stdout=subprocess.PIPE)
+    os.close(r)
+    wrote: list[int] = []
+
+    def feed() -> None:
+        wrote.append(os.write(w, b"x" * 4_000_000))
+        os.close(w)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    runs = 0
+    try:
+        while feeder.is_alive():
+            assert isolation.run(["true"], backend=backend).returncode == 0
+            runs += 1
+    finally:
+        feeder.join()
+        out, _ = reader.communicate()
+    assert runs >= 3  # control: sandboxes did start and end while the write was blocked
+    assert wrote == [4_000_000]
+    assert out.strip() == b"4000000"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -244,3 +245,101 @@ for p in ('/tmp', '/work', '/dev/shm'):
         "/usr True", "/ True", "/etc/passwd True", "/dev True", "/proc/sys True",
         "/tmp False", "/work False", "/dev/shm False",
     ]
+
+
+# -- namespaces prepared ahead of demand ----------------------------------------------
+
+NS_PROBE = (
+    "import os, socket; "
+    "print(*(os.readlink(f'/proc/self/ns/{n}') for n in ('user', 'net', 'ipc')), "
+    "open('/proc/self/uid_map').read().split(), [i for _, i in socket.if_nameindex()], "
+    "open('/sys/class/net/lo/operstate').read().strip() if os.path.exists('/sys/class/net/lo') else 'no-sys')"
+)
+
+
+def _namespaces_seen(runs: int) -> list[str]:
+    """What `runs` sandboxes alive at the same time see (a freed namespace's number is reused)."""
+    code = NS_PROBE + "; import sys, time; sys.stdout.flush(); time.sleep(60)"
+    alive, seen = [], []
+    try:
+        for _ in range(runs):
+            sb = isolation.spawn([PYTHON, "-c", code], backend="native")
+            alive.append(sb)
+            assert sb.stdout is not None
+            seen.append(sb.stdout.readline().decode())
+    finally:
+        for sb in alive:
+            sb.kill()
+            sb.wait()
+            sb.close()
+    return seen
+
+
+@pytest.mark.parametrize("pool", ["2", "0"], ids=["prepared", "created-per-run"])
+def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pytest.MonkeyPatch, pool: str) -> None:
+    from isolation.backends import nspool
+
+    monkeypatch.setenv(nspool.ENV, pool)
+    taken: list[object] = []
+    real_take = nspool.POOL.take
+
+    def spy(key: nspool.Key) -> nspool.Fds | None:
+        fds = real_take(key)
+        taken.append(fds)
+        return fds
+
+    monkeypatch.setattr(nspool.POOL, "take", spy)
+    py("pass")  # the first run starts the pool
+    seen = _namespaces_seen(12)
+    ids = [line.split()[:3] for line in seen]
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("user", "net", "ipc")]
+    for kind in range(3):
+        values = [i[kind] for i in ids]
+        assert len(set(values)) == len(values), f"a namespace was shared between sandboxes: {values}"
+        assert host[kind] not in values
+    for line in seen:  # the same sandbox either way: nobody, loopback only
+        assert "['65534'," in line and "['lo']" in line, line
+    used = [t for t in taken if t is not None]
+    if pool == "0":
+        assert used == []
+    else:  # control: the prepared sets were really used (the pool refills between runs)
+        assert len(used) >= 6, taken
+    nspool.release()
+
+
+def test_prepared_namespaces_are_released_and_not_inherited_by_a_fork() -> None:
+    from isolation.backends import nspool
+
+    py("pass")
+    py("pass")  # the pool has been asked for and is refilling
+    pid = os.fork()
+    if pid == 0:  # the child starts with an empty pool and no descriptor of the parent's sets
+        code = 1
+        try:
+            empty = all(not q for q in nspool.POOL._ready.values())
+            code = 0 if empty and not _namespace_fds() else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    nspool.release()
+    assert _namespace_fds() == []
+    # Control: while the pool holds sets, they show up as namespace descriptors.
+    py("pass")
+    deadline = time.monotonic() + 5
+    while not _namespace_fds() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _namespace_fds()
+    nspool.release()
+
+
+def _namespace_fds() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir used
+            continue
+        if target.startswith(("user:", "net:", "ipc:")):
+            found.append(target)
+    return found

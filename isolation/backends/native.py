@@ -26,6 +26,7 @@ import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
+from isolation.backends import nspool
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
@@ -319,6 +320,7 @@ class NativeBackend:
         cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
         cfg.uid_inside, cfg.gid_inside = plan.uid, plan.gid
         cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
+        cfg.ns_fds = [-1, -1, -1]  # 0 would be a descriptor
 
         seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
         static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
@@ -374,18 +376,24 @@ class NativeBackend:
         cfg.init_fd = init_fd
         cgroup: PidsCgroup | None = None
         procs_fd = -1
+        prepared: nspool.Fds = (-1, -1, -1)
         try:
             if pids_parent is not None and max_pids is not None:
                 cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
                 enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
             cfg.cgroup_procs_fd = procs_fd
+            if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
+                # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
+                key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
+                prepared = nspool.POOL.take(key) or prepared
+                cfg.ns_fds = list(prepared)
             rc = lib.iso_spawn(cfg, out)
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
             raise
         finally:
-            for fd in (init_fd, procs_fd):
+            for fd in (init_fd, procs_fd, *prepared):
                 if fd >= 0:
                     os.close(fd)
         if rc != 0 and cgroup is not None:
