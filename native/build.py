@@ -13,7 +13,7 @@ ffibuilder.cdef((HERE / "sandbox.h").read_text())
 ffibuilder.set_source(
     "isolation._native",
     '#include "sandbox.h"',
-    sources=["native/sandbox.c"],  # relative: setuptools refuses absolute paths
+    sources=["native/sandbox.c", "native/worker.c"],  # relative: setuptools refuses absolute paths
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-std=gnu11"],
 )

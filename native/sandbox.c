@@ -45,6 +45,7 @@
 #include <linux/seccomp.h>
 
 #include "sandbox.h"
+#include "worker.h"
 
 /* ---- kernel interfaces not (or not fully) in Debian 12's headers ---------- */
 
@@ -113,45 +114,6 @@ struct iso_landlock_path_beneath_attr {
 /* Rights that make sense on a file (the rest only on directories). */
 #define ISO_LANDLOCK_FILE_RIGHTS ((1ULL << 0) | (1ULL << 1) | (1ULL << 2) | (1ULL << 14) | (1ULL << 15))
 
-/* ---- error reporting ------------------------------------------------------ */
-
-/* Thread-local on purpose: the children run on the caller's thread's TLS
- * (clone with CLONE_VM shares it), so concurrent spawns from other threads
- * never see each other's value. */
-static __thread int err_fd = -1;
-
-static void copy_str(char *dst, size_t size, const char *src)
-{
-    size_t i = 0;
-    if (src)
-        for (; src[i] && i + 1 < size; i++)
-            dst[i] = src[i];
-    dst[i] = '\0';
-}
-
-/* Report (step, path, errno) to the caller and end this process. */
-static void __attribute__((noreturn)) die(const char *step, const char *path, int err)
-{
-    struct iso_error rec;
-    memset(&rec, 0, sizeof rec);
-    copy_str(rec.step, sizeof rec.step, step);
-    copy_str(rec.path, sizeof rec.path, path);
-    rec.err = err;
-    if (err_fd >= 0) {
-        ssize_t n;
-        do
-            n = write(err_fd, &rec, sizeof rec);
-        while (n < 0 && errno == EINTR);
-    }
-    _exit(125);
-}
-
-#define CHECK(expr, step, path)                   \
-    do {                                          \
-        if ((expr) < 0)                           \
-            die((step), (path), errno);           \
-    } while (0)
-
 /* ---- small helpers --------------------------------------------------------- */
 
 static int write_file(const char *path, const char *data, size_t len)
@@ -169,24 +131,12 @@ static int write_file(const char *path, const char *data, size_t len)
     return 0;
 }
 
-static size_t fmt_uint(char *buf, unsigned int v)
-{
-    char tmp[16];
-    size_t n = 0, i = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) && n < sizeof tmp);
-    while (n)
-        buf[i++] = tmp[--n];
-    return i;
-}
-
 /* "inside outside 1\n" */
 static size_t fmt_map(char *buf, unsigned int inside, unsigned int outside)
 {
-    size_t n = fmt_uint(buf, inside);
+    size_t n = iso_fmt_uint(buf, inside);
     buf[n++] = ' ';
-    n += fmt_uint(buf + n, outside);
+    n += iso_fmt_uint(buf + n, outside);
     memcpy(buf + n, " 1\n", 3);
     return n + 3;
 }
@@ -256,7 +206,7 @@ static const char *fd_path(int fd)
 {
     static const char prefix[] = "/proc/self/fd/";
     memcpy(fd_path_buf, prefix, sizeof prefix - 1);
-    size_t n = fmt_uint(fd_path_buf + sizeof prefix - 1, (unsigned int)fd);
+    size_t n = iso_fmt_uint(fd_path_buf + sizeof prefix - 1, (unsigned int)fd);
     fd_path_buf[sizeof prefix - 1 + n] = '\0';
     return fd_path_buf;
 }
@@ -291,7 +241,7 @@ static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
         CHECK(fstatvfs(fd, &sv), "fstatvfs", target);
         close(fd);
         if (!(sv.f_flag & ST_RDONLY))
-            die("verify read-only mount", target, EPERM);
+            iso_die("verify read-only mount", target, EPERM);
     }
 }
 
@@ -308,7 +258,7 @@ static void make_symlink(int rootfd, const char *text, const char *target)
     char parent[4096];
     size_t len = strlen(target);
     if (len >= sizeof parent)
-        die("symlink", target, ENAMETOOLONG);
+        iso_die("symlink", target, ENAMETOOLONG);
     memcpy(parent, target, len + 1);
     char *slash = strrchr(parent, '/');
     *slash = '\0';
@@ -316,7 +266,7 @@ static void make_symlink(int rootfd, const char *text, const char *target)
                               : make_target(rootfd, parent, 1);
     CHECK(dir, "create parent directory", target);
     if (symlinkat(text, dir, slash + 1) < 0 && errno != EEXIST)
-        die("symlink", target, errno);
+        iso_die("symlink", target, errno);
     close(dir);
 }
 
@@ -325,7 +275,7 @@ static void make_symlink(int rootfd, const char *text, const char *target)
 static void make_file(int rootfd, int stagefd, int index, const struct iso_mount *m)
 {
     char name[16];
-    name[fmt_uint(name, (unsigned int)index)] = '\0';
+    name[iso_fmt_uint(name, (unsigned int)index)] = '\0';
     int fd = openat(stagefd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
     CHECK(fd, "create file", m->target);
     size_t done = 0;
@@ -406,7 +356,7 @@ static void make_proc(int rootfd, const char *target)
     char path[4096];
     size_t tlen = strlen(target);
     if (tlen + 32 >= sizeof path)
-        die("proc", target, ENAMETOOLONG);
+        iso_die("proc", target, ENAMETOOLONG);
     mount_fresh(rootfd, target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     memcpy(path, target, tlen);
     for (size_t i = 0; i < sizeof proc_covered / sizeof proc_covered[0]; i++) {
@@ -473,7 +423,7 @@ static void setup_mounts(const struct iso_config *cfg)
             make_file(rootfd, stagefd, i, m);
             break;
         default:
-            die("unknown mount kind", m->target, EINVAL);
+            iso_die("unknown mount kind", m->target, EINVAL);
         }
         if (cfg->scratch[i] >= 0) {
             close(cfg->scratch[i]);
@@ -495,7 +445,7 @@ static void setup_mounts(const struct iso_config *cfg)
     struct statvfs sv;
     CHECK(fstatvfs(root, &sv), "fstatvfs", "/");
     if (!(sv.f_flag & ST_RDONLY))
-        die("verify read-only mount", "/", EPERM);
+        iso_die("verify read-only mount", "/", EPERM);
     close(root);
 }
 
@@ -512,19 +462,8 @@ static void loopback_up(void)
     close(s);
 }
 
-static void drop_capabilities(const struct iso_config *cfg)
-{
-    for (int cap = 0; cap <= cfg->cap_last_cap; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            die("prctl(PR_CAPBSET_DROP)", NULL, errno);
-    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
-    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    CHECK(syscall(SYS_capset, &hdr, data), "capset", NULL);
-}
-
-static void apply_landlock(const struct iso_config *cfg)
+/* The Landlock ruleset mirroring the mounts (paths as the sandbox sees them). */
+static int build_ruleset(const struct iso_config *cfg)
 {
     struct iso_landlock_ruleset_attr attr = {
         .handled_access_fs = cfg->landlock_fs,
@@ -551,64 +490,30 @@ static void apply_landlock(const struct iso_config *cfg)
               "landlock_add_rule", r->path);
         close(fd);
     }
-    CHECK(syscall(ISO_SYS_landlock_restrict_self, ruleset, 0), "landlock_restrict_self", NULL);
-    close(ruleset);
-}
-
-static void reset_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &sa, NULL); /* EINVAL for the libc-reserved ones: harmless */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-/* Move the three stdio fds into place even when they collide with 0-2. */
-static void setup_stdio(const struct iso_config *cfg)
-{
-    int tmp[3];
-    for (int i = 0; i < 3; i++) {
-        tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3);
-        CHECK(tmp[i], "dup stdio", NULL);
-    }
-    for (int i = 0; i < 3; i++) {
-        CHECK(dup2(tmp[i], i), "dup2 stdio", NULL);
-        close(tmp[i]);
-    }
+    return ruleset;
 }
 
 /* The worker: per-process restrictions, then the command. */
 static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg, int forked_by_init)
 {
-    reset_signals();
-    if (setsid() < 0 && errno != EPERM)
-        die("setsid", NULL, errno);
-    if (forked_by_init)
-        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
-    setup_stdio(cfg);
-    for (int i = 0; i < cfg->n_rlimits; i++) {
-        struct rlimit rl = {.rlim_cur = cfg->rlimits[i].soft, .rlim_max = cfg->rlimits[i].hard};
-        CHECK(setrlimit(cfg->rlimits[i].resource, &rl), "setrlimit", NULL);
-    }
-    CHECK(chdir(cfg->cwd), "chdir", cfg->cwd);
-    if ((cfg->flags & ISO_F_CAPS) && !forked_by_init) /* init dropped them for both */
-        drop_capabilities(cfg);
-    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    struct iso_exec e = {
+        .argv = cfg->argv,
+        .envp = cfg->envp,
+        .exe = cfg->exe,
+        .cwd = cfg->cwd,
+        .stdio = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2]},
+        .rlimits = cfg->rlimits,
+        .n_rlimits = cfg->n_rlimits,
+        .die_with_parent = forked_by_init,
+        /* With a pid namespace, init dropped them for both. */
+        .drop_caps_upto = (cfg->flags & ISO_F_CAPS) && !forked_by_init ? cfg->cap_last_cap : -1,
+        .landlock_fd = -1,
+        .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
+        .bpf_len = cfg->bpf_len,
+    };
     if (cfg->flags & ISO_F_LANDLOCK)
-        apply_landlock(cfg);
-    /* Every descriptor but 0-2 closes at execve (the error pipe included). */
-    CHECK(syscall(SYS_close_range, 3, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
-    if (cfg->flags & ISO_F_SECCOMP) {
-        struct sock_fprog prog = {.len = (unsigned short)cfg->bpf_len, .filter = (struct sock_filter *)cfg->bpf};
-        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
-    }
-    execve(cfg->exe, (char *const *)cfg->argv, (char *const *)cfg->envp);
-    die("execve", cfg->exe, errno);
+        e.landlock_fd = build_ruleset(cfg);
+    iso_exec_command(&e);
 }
 
 static int worker_main(void *arg)
@@ -641,7 +546,7 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     /* Join the caller's cgroup for this sandbox before anything else runs in
      * it, so every process of the sandbox is counted ("0": the writer). */
     if (cfg->cgroup_procs_fd >= 0 && write(cfg->cgroup_procs_fd, "0", 1) != 1)
-        die("join cgroup", "cgroup.procs", errno);
+        iso_die("join cgroup", "cgroup.procs", errno);
     if ((cfg->flags & ISO_F_USERNS) && cfg->ns_fds[0] < 0) /* a prepared one is mapped already */
         write_id_maps(cfg);
 
@@ -659,7 +564,7 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
      * after its exec, in init.c: "dumpable" belongs to the address space,
      * which is still the caller's here.) */
     if (cfg->flags & ISO_F_CAPS)
-        drop_capabilities(cfg);
+        iso_drop_capabilities(cfg->cap_last_cap);
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -675,7 +580,7 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     const size_t stack_size = 256 * 1024;
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
-        die("mmap(worker stack)", NULL, errno);
+        iso_die("mmap(worker stack)", NULL, errno);
     pid_t worker = clone(worker_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
     CHECK(worker, "clone(worker)", NULL);
     munmap(stack, stack_size);
@@ -692,14 +597,14 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     for (int fd = 0; fd < 3; fd++)
         CHECK(dup2(devnull, fd), "dup2", "/dev/null");
     char pid_text[16];
-    pid_text[fmt_uint(pid_text, (unsigned int)worker)] = '\0';
+    pid_text[iso_fmt_uint(pid_text, (unsigned int)worker)] = '\0';
     char *const init_argv[] = {"isolation-init", pid_text, NULL};
     char *const init_envp[] = {NULL};
     syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);
     /* The worker is running already: take it down rather than leave it unsupervised. */
     int err = errno;
     kill(worker, SIGKILL);
-    die("execveat(isolation-init)", NULL, err);
+    iso_die("execveat(isolation-init)", NULL, err);
 }
 
 /* ---- the caller's side ------------------------------------------------------ */
@@ -717,8 +622,8 @@ static void block_for_clone(sigset_t *set)
 
 static void fail(struct iso_started *out, const char *step, const char *path, int err)
 {
-    copy_str(out->error.step, sizeof out->error.step, step);
-    copy_str(out->error.path, sizeof out->error.path, path);
+    iso_copy_str(out->error.step, sizeof out->error.step, step);
+    iso_copy_str(out->error.path, sizeof out->error.path, path);
     out->error.err = err;
 }
 
@@ -735,7 +640,7 @@ struct child_args {
 static int child_entry(void *arg)
 {
     struct child_args *a = arg;
-    err_fd = a->err_fd;
+    iso_err_fd = a->err_fd;
     child_main(a->cfg, a->caller_pidfd, a->status_fd);
 }
 
@@ -750,13 +655,13 @@ static const int prepared_flags[3] = {ISO_F_USERNS, ISO_F_NETNS, ISO_F_IPCNS};
 static int joiner_entry(void *arg)
 {
     struct child_args *a = arg;
-    err_fd = a->err_fd;
+    iso_err_fd = a->err_fd;
     for (int i = 0; i < 3; i++)
         if (a->cfg->ns_fds[i] >= 0 && setns(a->cfg->ns_fds[i], prepared_types[i]) < 0)
-            die("setns", prepared_names[i], errno);
+            iso_die("setns", prepared_names[i], errno);
     pid_t pid = clone(child_entry, a->sandbox_stack, a->sandbox_flags | CLONE_PARENT, a);
     if (pid < 0)
-        die("clone", NULL, errno);
+        iso_die("clone", NULL, errno);
     a->sandbox_pid = pid;
     _exit(0);
 }
@@ -897,7 +802,7 @@ struct prepare_args {
 static int prepare_entry(void *arg)
 {
     struct prepare_args *a = arg;
-    err_fd = a->err_fd;
+    iso_err_fd = a->err_fd;
     write_id_maps(a->cfg);
     if (a->cfg->flags & ISO_F_NETNS)
         loopback_up();
@@ -920,18 +825,18 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
     for (int i = 0; i < 3; i++)
         fds[i] = -1;
     if (!(cfg->flags & ISO_F_USERNS)) {
-        copy_str(err->step, sizeof err->step, "prepare namespaces");
+        iso_copy_str(err->step, sizeof err->step, "prepare namespaces");
         err->err = EINVAL;
         return -1;
     }
     if (pipe2(err_pipe, O_CLOEXEC) < 0) {
-        copy_str(err->step, sizeof err->step, "pipe2");
+        iso_copy_str(err->step, sizeof err->step, "pipe2");
         err->err = errno;
         return -1;
     }
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
-        copy_str(err->step, sizeof err->step, "mmap(child stack)");
+        iso_copy_str(err->step, sizeof err->step, "mmap(child stack)");
         err->err = errno;
         close(err_pipe[0]);
         close(err_pipe[1]);
@@ -959,14 +864,14 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
     close(err_pipe[0]);
     if (pid < 0 || got > 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         if (pid < 0) {
-            copy_str(err->step, sizeof err->step, "clone");
+            iso_copy_str(err->step, sizeof err->step, "clone");
             err->err = saved_errno;
         } else if (got == (ssize_t)sizeof rec) {
             *err = rec;
             err->step[sizeof rec.step - 1] = '\0';
             err->path[sizeof rec.path - 1] = '\0';
         } else {
-            copy_str(err->step, sizeof err->step, "prepare namespaces");
+            iso_copy_str(err->step, sizeof err->step, "prepare namespaces");
             err->err = EIO;
         }
         for (int i = 0; i < 3; i++)

@@ -1,0 +1,133 @@
+/* See worker.h. */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "sandbox.h"
+#include "worker.h"
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define ISO_SYS_landlock_restrict_self 446
+#define ISO_CLOSE_RANGE_CLOEXEC 4
+
+__thread int iso_err_fd = -1;
+
+void iso_copy_str(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+    if (src)
+        for (; src[i] && i + 1 < size; i++)
+            dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+size_t iso_fmt_uint(char *buf, unsigned int v)
+{
+    char tmp[16];
+    size_t n = 0, i = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < sizeof tmp);
+    while (n)
+        buf[i++] = tmp[--n];
+    return i;
+}
+
+void iso_die(const char *step, const char *path, int err)
+{
+    struct iso_error rec;
+    memset(&rec, 0, sizeof rec);
+    iso_copy_str(rec.step, sizeof rec.step, step);
+    iso_copy_str(rec.path, sizeof rec.path, path);
+    rec.err = err;
+    if (iso_err_fd >= 0) {
+        ssize_t n;
+        do
+            n = write(iso_err_fd, &rec, sizeof rec);
+        while (n < 0 && errno == EINTR);
+    }
+    _exit(125);
+}
+
+void iso_drop_capabilities(int cap_last_cap)
+{
+    for (int cap = 0; cap <= cap_last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            iso_die("prctl(PR_CAPBSET_DROP)", NULL, errno);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    CHECK(syscall(SYS_capset, &hdr, data), "capset", NULL);
+}
+
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &sa, NULL); /* EINVAL for the libc-reserved ones: harmless */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Move the three stdio fds into place even when they collide with 0-2. */
+static void setup_stdio(const int stdio[3])
+{
+    int tmp[3];
+    for (int i = 0; i < 3; i++) {
+        tmp[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+        CHECK(tmp[i], "dup stdio", NULL);
+    }
+    for (int i = 0; i < 3; i++) {
+        CHECK(dup2(tmp[i], i), "dup2 stdio", NULL);
+        close(tmp[i]);
+    }
+}
+
+void iso_exec_command(const struct iso_exec *e)
+{
+    reset_signals();
+    if (setsid() < 0 && errno != EPERM)
+        iso_die("setsid", NULL, errno);
+    if (e->die_with_parent)
+        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
+    setup_stdio(e->stdio);
+    for (int i = 0; i < e->n_rlimits; i++) {
+        struct rlimit rl = {.rlim_cur = e->rlimits[i].soft, .rlim_max = e->rlimits[i].hard};
+        CHECK(setrlimit(e->rlimits[i].resource, &rl), "setrlimit", NULL);
+    }
+    CHECK(chdir(e->cwd), "chdir", e->cwd);
+    if (e->drop_caps_upto >= 0)
+        iso_drop_capabilities(e->drop_caps_upto);
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    if (e->landlock_fd >= 0) {
+        CHECK(syscall(ISO_SYS_landlock_restrict_self, e->landlock_fd, 0), "landlock_restrict_self", NULL);
+        close(e->landlock_fd);
+    }
+    /* Every descriptor but 0-2 closes at execve (the error pipe included). */
+    CHECK(syscall(SYS_close_range, 3, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
+    if (e->bpf != NULL) {
+        struct sock_fprog prog = {.len = (unsigned short)e->bpf_len, .filter = (struct sock_filter *)e->bpf};
+        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
+    }
+    execve(e->exe, (char *const *)e->argv, (char *const *)e->envp);
+    iso_die("execve", e->exe, errno);
+}

@@ -1,0 +1,54 @@
+/* What a sandbox's command process does between its fork and its execve,
+ * shared by the caller-side choreography (sandbox.c) and by a prepared
+ * sandbox's init (init.c), plus the (step, path, errno) error report both use.
+ * Only async-signal-safe work: sandbox.c runs it in a copy of a threaded process.
+ */
+#ifndef ISOLATION_WORKER_H
+#define ISOLATION_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Include "sandbox.h" first (it has no include guard: cffi parses it). */
+
+/* Where iso_die() reports: the caller's error pipe.  Thread-local on purpose:
+ * sandbox.c's children run on the calling thread's TLS (clone with CLONE_VM
+ * shares it), so concurrent spawns from other threads never see each other's. */
+extern __thread int iso_err_fd;
+
+void iso_copy_str(char *dst, size_t size, const char *src);
+size_t iso_fmt_uint(char *buf, unsigned int v);
+
+/* Report (step, path, errno) on iso_err_fd and end this process (exit 125). */
+void __attribute__((noreturn)) iso_die(const char *step, const char *path, int err);
+
+#define CHECK(expr, step, path)                   \
+    do {                                          \
+        if ((expr) < 0)                           \
+            iso_die((step), (path), errno);       \
+    } while (0)
+
+/* The command and the per-process restrictions applied right before it runs. */
+struct iso_exec {
+    const char *const *argv;
+    const char *const *envp;
+    const char *exe;
+    const char *cwd;
+    int stdio[3];
+    const struct iso_rlimit *rlimits;
+    int n_rlimits;
+    int die_with_parent;   /* PR_SET_PDEATHSIG(SIGKILL) */
+    int drop_caps_upto;    /* >= 0: drop every capability (cap_last_cap) after the rlimits */
+    int landlock_fd;       /* >= 0: a Landlock ruleset to restrict this process with */
+    const void *bpf;       /* seccomp program, installed last; NULL: none */
+    size_t bpf_len;        /* in instructions */
+};
+
+/* Default signal handlers and an empty mask, a new session, stdio, rlimits,
+ * cwd, no_new_privs, Landlock, every other descriptor close-on-exec, seccomp
+ * last, execve.  Never returns: a failure is reported with iso_die(). */
+void __attribute__((noreturn)) iso_exec_command(const struct iso_exec *e);
+
+void iso_drop_capabilities(int cap_last_cap);
+
+#endif
