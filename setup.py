@@ -12,7 +12,7 @@ import os
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-INIT_SOURCE = os.path.join("native", "init.c")
+INIT_SOURCES = [os.path.join("native", "init.c"), os.path.join("native", "worker.c")]
 INIT_NAME = "_isolation_init"
 
 
@@ -20,7 +20,9 @@ class BuildExtWithInit(build_ext):
     def run(self) -> None:
         super().run()
         out_dir = "isolation" if self.inplace else os.path.join(self.build_lib, "isolation")
-        objects = self.compiler.compile([INIT_SOURCE], output_dir=self.build_temp, extra_postargs=["-O2", "-Wall"])
+        objects = self.compiler.compile(
+            INIT_SOURCES, output_dir=self.build_temp, include_dirs=["native"], extra_postargs=["-O2", "-Wall"]
+        )
         self.compiler.link_executable(objects, INIT_NAME, output_dir=out_dir, extra_postargs=["-static"])
 
     def get_outputs(self) -> list[str]:

@@ -1,27 +1,98 @@
 /* isolation-init: pid 1 of a native sandbox.
  *
- * sandbox.c builds the sandbox in a copy of the caller's process, forks the
- * worker that becomes the command, then executes this program in place of
- * itself.  The exec matters: a copy of a large Python process left alive
- * for the sandbox's lifetime would keep every page of the caller shared
- * copy-on-write, so the caller would pay a page fault (and a page) for each
- * page it touches while the sandbox runs.
+ * sandbox.c builds the sandbox in a copy of the caller's process and then
+ * executes this program in place of itself.  The exec matters: a copy of a
+ * large Python process left alive for the sandbox's lifetime would keep every
+ * page of the caller shared copy-on-write, so the caller would pay a page
+ * fault (and a page) for each page it touches while the sandbox runs.
  *
- * Usage (internal): isolation-init WORKER_PID   with the status pipe on fd 3.
- * Forwards every catchable signal to the worker, reaps every orphan, writes
- * the worker's wait status (4 bytes, native order) to fd 3 and exits; the
- * kernel then kills whatever is left in the pid namespace.
+ * Usage (internal):
+ *   isolation-init WORKER_PID -1
+ *       sandbox.c has started the worker already; the status pipe is fd 3.
+ *   isolation-init --prepared RULESET_FD
+ *       a sandbox built ahead of demand: wait on fd 3 (a SOCK_SEQPACKET
+ *       socket) for one command and its descriptors (worker.h), fork the
+ *       worker, which restricts itself (Landlock with RULESET_FD unless -1,
+ *       seccomp) and executes it; the status pipe comes with the command.
+ *
+ * Then: forward every catchable signal to the worker, reap every orphan,
+ * write the worker's wait status (4 bytes, native order) to the status pipe
+ * and exit; the kernel then kills whatever is left in the pid namespace.
  */
 
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "sandbox.h"
+#include "worker.h"
+
+static uint64_t message[ISO_PREPARED_MAX / sizeof(uint64_t) + 1]; /* 8-byte aligned for the rlimits */
+static const char *strings[ISO_PREPARED_STRINGS];
+
+/* Receive the command, start the worker; returns its pid and sets *status_fd. */
+static pid_t run_prepared(int ruleset_fd, int *status_fd)
+{
+    union {
+        struct cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(int) * ISO_PREPARED_FDS)];
+    } control;
+    struct iovec iov = {.iov_base = message, .iov_len = sizeof message};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+                         .msg_controllen = sizeof control.bytes};
+    ssize_t len;
+    do
+        len = recvmsg(3, &msg, MSG_CMSG_CLOEXEC);
+    while (len < 0 && errno == EINTR);
+    if (len <= 0) /* the caller let this sandbox go unused */
+        _exit(0);
+    close(3);
+    int fds[ISO_PREPARED_FDS];
+    size_t nfds = 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        if (nfds > ISO_PREPARED_FDS)
+            _exit(125);
+        memcpy(fds, CMSG_DATA(c), sizeof(int) * nfds);
+    }
+    if (nfds < 5 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        _exit(125); /* no error pipe to report on: the caller sees this exit status */
+    iso_err_fd = fds[3];
+    struct iso_exec e;
+    memset(&e, 0, sizeof e);
+    if (iso_unpack_command((char *)message, (size_t)len, &e, strings, ISO_PREPARED_STRINGS) < 0)
+        iso_die("receive command", NULL, EINVAL);
+    for (int i = 0; i < 3; i++)
+        e.stdio[i] = fds[i];
+    e.die_with_parent = 1;
+    e.drop_caps_upto = -1; /* none left since this sandbox was built */
+    e.landlock_fd = ruleset_fd;
+    /* Join the caller's cgroup for this sandbox before the command exists. */
+    if (nfds == 6 && write(fds[5], "0", 1) != 1)
+        iso_die("join cgroup", "cgroup.procs", errno);
+    pid_t worker = fork();
+    if (worker == 0)
+        iso_exec_command(&e);
+    if (worker < 0)
+        iso_die("fork(worker)", NULL, errno);
+    for (size_t i = 0; i < nfds; i++)
+        if (i != 4)
+            close(fds[i]);
+    if (ruleset_fd >= 0)
+        close(ruleset_fd);
+    *status_fd = fds[4];
+    return worker;
+}
 
 int main(int argc, char **argv)
 {
@@ -29,14 +100,19 @@ int main(int argc, char **argv)
      * this process, which is outside its seccomp filter and Landlock domain. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return 125;
-    if (argc != 2)
-        return 125;
-    pid_t worker = (pid_t)strtol(argv[1], NULL, 10);
-    if (worker <= 0)
+    if (argc != 3)
         return 125;
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL); /* already blocked by sandbox.c; kept for clarity */
+    int status_fd = 3;
+    pid_t worker;
+    if (strcmp(argv[1], "--prepared") == 0)
+        worker = run_prepared((int)strtol(argv[2], NULL, 10), &status_fd);
+    else
+        worker = (pid_t)strtol(argv[1], NULL, 10);
+    if (worker <= 0)
+        return 125;
     for (;;) {
         /* The worker may have ended before this program started: reap first. */
         int status;
@@ -47,7 +123,7 @@ int main(int argc, char **argv)
             uint32_t st = (uint32_t)status;
             ssize_t n;
             do
-                n = write(3, &st, sizeof st);
+                n = write(status_fd, &st, sizeof st);
             while (n < 0 && errno == EINTR);
             _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }

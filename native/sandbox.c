@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <pthread.h>
@@ -535,6 +536,36 @@ static void write_id_maps(const struct iso_config *cfg)
     CHECK(write_file("/proc/self/gid_map", map, len), "write id map", "/proc/self/gid_map");
 }
 
+/* Execute isolation-init (see init.c) as `isolation-init ARG` with `fd3` as
+ * fd 3 and `fd4`, when >= 0, as fd 4; everything else closes, 0-2 become
+ * /dev/null: EOF on the error pipe must come from the execs, and the
+ * sandbox's stdio must not be held open by init.  A started worker is
+ * killed if the exec fails. */
+static void __attribute__((noreturn)) become_init(const struct iso_config *cfg, int fd3, int fd4, const char *arg,
+                                                  pid_t worker)
+{
+    int init_fd = fcntl(cfg->init_fd, F_DUPFD_CLOEXEC, 10);
+    CHECK(init_fd, "dup", "isolation-init");
+    CHECK(dup2(fd3, 3), "dup2", NULL);
+    CHECK(fcntl(3, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
+    if (fd4 >= 0) {
+        CHECK(dup2(fd4, 4), "dup2", NULL);
+        CHECK(fcntl(4, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
+    }
+    CHECK(syscall(SYS_close_range, fd4 >= 0 ? 5 : 4, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    CHECK(devnull, "open", "/dev/null");
+    for (int fd = 0; fd < 3; fd++)
+        CHECK(dup2(devnull, fd), "dup2", "/dev/null");
+    char *const init_argv[] = {"isolation-init", (char *)arg, fd4 >= 0 ? "4" : "-1", NULL};
+    char *const init_envp[] = {NULL};
+    syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);
+    int err = errno;
+    if (worker > 0) /* it is running: take it down rather than leave it unsupervised */
+        kill(worker, SIGKILL);
+    iso_die("execveat(isolation-init)", NULL, err);
+}
+
 static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int caller_pidfd, int status_fd)
 {
     /* Die with the caller; and if it died before that took effect, stop here. */
@@ -573,6 +604,18 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
+    /* Prepared: isolation-init waits for the command itself, holding the
+     * Landlock ruleset built here (the rules name paths of this root). */
+    if (cfg->flags & ISO_F_PREPARED) {
+        int ruleset = -1;
+        if (cfg->flags & ISO_F_LANDLOCK) {
+            ruleset = fcntl(build_ruleset(cfg), F_DUPFD_CLOEXEC, 10);
+            CHECK(ruleset, "dup", "landlock ruleset");
+        }
+        int control = fcntl(cfg->control_fd, F_DUPFD_CLOEXEC, 10);
+        CHECK(control, "dup", "control socket");
+        become_init(cfg, control, ruleset, "--prepared", -1);
+    }
     /* The worker shares init's memory until it execs (vfork semantics):
      * copying the caller's large address space a second time would cost
      * more than the rest of the setup.  init is suspended meanwhile, and
@@ -584,27 +627,9 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     pid_t worker = clone(worker_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
     CHECK(worker, "clone(worker)", NULL);
     munmap(stack, stack_size);
-    /* Become isolation-init (see init.c).  Only the status pipe survives,
-     * as fd 3: EOF on the error pipe must come from the execs, and the
-     * sandbox's stdio must not be held open by init. */
-    int init_fd = fcntl(cfg->init_fd, F_DUPFD_CLOEXEC, 10);
-    CHECK(init_fd, "dup", "isolation-init");
-    CHECK(dup2(status_fd, 3), "dup2", NULL);
-    CHECK(fcntl(3, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
-    CHECK(syscall(SYS_close_range, 4, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    CHECK(devnull, "open", "/dev/null");
-    for (int fd = 0; fd < 3; fd++)
-        CHECK(dup2(devnull, fd), "dup2", "/dev/null");
     char pid_text[16];
     pid_text[iso_fmt_uint(pid_text, (unsigned int)worker)] = '\0';
-    char *const init_argv[] = {"isolation-init", pid_text, NULL};
-    char *const init_envp[] = {NULL};
-    syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);
-    /* The worker is running already: take it down rather than leave it unsupervised. */
-    int err = errno;
-    kill(worker, SIGKILL);
-    iso_die("execveat(isolation-init)", NULL, err);
+    become_init(cfg, status_fd, -1, pid_text, worker);
 }
 
 /* ---- the caller's side ------------------------------------------------------ */
@@ -882,4 +907,104 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
         return -1;
     }
     return 0;
+}
+
+/* ---- running a command in a prepared sandbox --------------------------------- */
+
+int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out)
+{
+    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1};
+    char *buf = NULL;
+    memset(out, 0, sizeof *out);
+    out->pid = -1;
+    out->status_fd = -1;
+    struct iso_exec e = {
+        .argv = cfg->argv,
+        .envp = cfg->envp,
+        .exe = cfg->exe,
+        .cwd = cfg->cwd,
+        .rlimits = cfg->rlimits,
+        .n_rlimits = cfg->n_rlimits,
+        .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
+        .bpf_len = cfg->bpf_len,
+    };
+    buf = malloc(ISO_PREPARED_MAX); /* the caller's side: allocating is fine here */
+    if (buf == NULL) {
+        fail(out, "malloc", NULL, ENOMEM);
+        goto fail;
+    }
+    size_t len = iso_pack_command(&e, buf, ISO_PREPARED_MAX);
+    if (len == 0) {
+        fail(out, "pack command", NULL, E2BIG);
+        goto fail;
+    }
+    if (pipe2(err_pipe, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
+        fail(out, "pipe2", NULL, errno);
+        goto fail;
+    }
+    int fds[ISO_PREPARED_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_pipe[1], status_pipe[1],
+                                 cfg->cgroup_procs_fd};
+    size_t nfds = cfg->cgroup_procs_fd >= 0 ? 6 : 5;
+    union {
+        struct cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(int) * ISO_PREPARED_FDS)];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+                         .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    ssize_t sent;
+    do
+        sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    if (sent != (ssize_t)len) {
+        fail(out, "send command", NULL, sent < 0 ? errno : EIO);
+        goto fail;
+    }
+    free(buf);
+    buf = NULL;
+    close(err_pipe[1]);
+    err_pipe[1] = -1;
+    close(status_pipe[1]);
+    status_pipe[1] = -1;
+
+    /* EOF: the command was executed (or the sandbox died, which its exit status tells). */
+    struct iso_error rec;
+    size_t got = 0;
+    while (got < sizeof rec) {
+        ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got != 0) {
+        if (got == sizeof rec) {
+            out->error = rec;
+            out->error.step[sizeof rec.step - 1] = '\0';
+            out->error.path[sizeof rec.path - 1] = '\0';
+        } else {
+            fail(out, "read setup report", NULL, EIO);
+        }
+        goto fail;
+    }
+    close(err_pipe[0]);
+    out->status_fd = status_pipe[0];
+    return 0;
+
+fail:
+    free(buf);
+    for (int i = 0; i < 2; i++) {
+        if (err_pipe[i] >= 0)
+            close(err_pipe[i]);
+        if (status_pipe[i] >= 0)
+            close(status_pipe[i]);
+    }
+    return -1;
 }

@@ -26,6 +26,7 @@
 #define ISO_F_LANDLOCK 128
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
+#define ISO_F_PREPARED 1024 /* build the sandbox, then let its init wait on control_fd for the command */
 
 struct iso_mount {
     int kind;
@@ -75,6 +76,7 @@ struct iso_config {
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
     int ns_fds[3];            /* prepared user, net, ipc namespaces to join (-1: create them) */
+    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair */
 };
 
 struct iso_error {
@@ -91,6 +93,13 @@ struct iso_started {
 
 /* 0: the command was executed.  -1: setup failed, `out->error` says where. */
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
+
+/* Run a command in a sandbox built with ISO_F_PREPARED, through the caller's
+ * end of its control socket: argv, envp, exe, cwd, stdio, rlimits, the seccomp
+ * program (per cfg->flags) and cgroup_procs_fd are taken from `cfg`; the rest
+ * was fixed when the sandbox was built.  Like iso_spawn, returns once the
+ * command has been executed (out->status_fd set; out->pid is not) or -1. */
+int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out);
 
 /* Create a user namespace (ids mapped as cfg says) and, per cfg->flags, a
  * network namespace with loopback up and an IPC namespace, ahead of demand.

@@ -131,3 +131,81 @@ void iso_exec_command(const struct iso_exec *e)
     execve(e->exe, (char *const *)e->argv, (char *const *)e->envp);
     iso_die("execve", e->exe, errno);
 }
+
+/* ---- the command of a prepared sandbox, as one message ---------------------- */
+
+struct packer {
+    char *buf;
+    size_t size;
+    size_t at;
+    int full;
+};
+
+static void put(struct packer *p, const void *src, size_t len)
+{
+    if (p->full || len > p->size - p->at) {
+        p->full = 1;
+        return;
+    }
+    memcpy(p->buf + p->at, src, len);
+    p->at += len;
+}
+
+size_t iso_pack_command(const struct iso_exec *e, char *buf, size_t size)
+{
+    struct iso_prepared_head head = {0, 0, (uint32_t)e->n_rlimits, e->bpf ? (uint32_t)e->bpf_len : 0};
+    while (e->argv[head.n_argv])
+        head.n_argv++;
+    while (e->envp[head.n_envp])
+        head.n_envp++;
+    if ((size_t)head.n_argv + head.n_envp + 2 > ISO_PREPARED_STRINGS)
+        return 0;
+    struct packer p = {buf, size, 0, 0};
+    put(&p, &head, sizeof head);
+    put(&p, e->rlimits, sizeof *e->rlimits * head.n_rlimits);
+    put(&p, e->bpf, (size_t)head.bpf_len * 8);
+    put(&p, e->exe, strlen(e->exe) + 1);
+    put(&p, e->cwd, strlen(e->cwd) + 1);
+    for (uint32_t i = 0; i < head.n_argv; i++)
+        put(&p, e->argv[i], strlen(e->argv[i]) + 1);
+    for (uint32_t i = 0; i < head.n_envp; i++)
+        put(&p, e->envp[i], strlen(e->envp[i]) + 1);
+    return p.full ? 0 : p.at;
+}
+
+int iso_unpack_command(char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings)
+{
+    struct iso_prepared_head head;
+    if (len < sizeof head)
+        return -1;
+    memcpy(&head, buf, sizeof head);
+    size_t at = sizeof head;
+    size_t fixed = sizeof *e->rlimits * (size_t)head.n_rlimits + (size_t)head.bpf_len * 8;
+    if (head.n_rlimits > 64 || head.bpf_len > 4096 || fixed > len - at ||
+        (size_t)head.n_argv + head.n_envp + 2 > n_strings || head.n_argv == 0)
+        return -1;
+    e->rlimits = (const struct iso_rlimit *)(buf + at); /* buf is 8-byte aligned, the head 16 bytes */
+    e->n_rlimits = (int)head.n_rlimits;
+    at += sizeof *e->rlimits * head.n_rlimits;
+    e->bpf = head.bpf_len ? buf + at : NULL;
+    e->bpf_len = head.bpf_len;
+    at += (size_t)head.bpf_len * 8;
+    size_t total = 2 + (size_t)head.n_argv + head.n_envp;
+    for (size_t i = 0; i < total; i++) {
+        const char *end = at < len ? memchr(buf + at, '\0', len - at) : NULL;
+        if (end == NULL)
+            return -1;
+        if (i == 0)
+            e->exe = buf + at;
+        else if (i == 1)
+            e->cwd = buf + at;
+        else
+            strings[i - 2 + (i - 2 >= head.n_argv ? 1 : 0)] = buf + at; /* argv, NULL, envp, NULL */
+        at = (size_t)(end - buf) + 1;
+    }
+    strings[head.n_argv] = NULL;
+    strings[head.n_argv + 1 + head.n_envp] = NULL;
+    e->argv = strings;
+    e->envp = strings + head.n_argv + 1;
+    return at == len ? 0 : -1;
+}

@@ -51,4 +51,25 @@ void __attribute__((noreturn)) iso_exec_command(const struct iso_exec *e);
 
 void iso_drop_capabilities(int cap_last_cap);
 
+/* A command for a prepared sandbox, as one SOCK_SEQPACKET message: a head,
+ * the rlimits, the seccomp program, then exe, cwd, argv and envp as
+ * NUL-terminated strings.  Descriptors travel alongside (SCM_RIGHTS): stdin,
+ * stdout, stderr, the error pipe, the status pipe, and the cgroup.procs to
+ * join when there is one. */
+#define ISO_PREPARED_MAX (64 * 1024)
+#define ISO_PREPARED_STRINGS 4096 /* argv + envp entries */
+#define ISO_PREPARED_FDS 6
+
+struct iso_prepared_head {
+    uint32_t n_argv;
+    uint32_t n_envp;
+    uint32_t n_rlimits;
+    uint32_t bpf_len; /* instructions; 0: no seccomp */
+};
+
+/* Bytes written to `buf`, or 0 when the command does not fit. */
+size_t iso_pack_command(const struct iso_exec *e, char *buf, size_t size);
+/* Fills `e` (argv and envp point into `strings`, the rest into `buf`); -1 if malformed. */
+int iso_unpack_command(char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings);
+
 #endif

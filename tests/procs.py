@@ -41,9 +41,11 @@ def child_pids() -> list[int]:
 
 def fd_table() -> dict[str, str]:
     """The test process's descriptors and what each refers to, after the native
-    backend's prepared namespaces are released (their descriptors come and go)."""
-    from isolation.backends import nspool
+    backend's prepared sandboxes and namespaces are released (their descriptors
+    and processes come and go)."""
+    from isolation.backends import nspool, prepared
 
+    prepared.release()
     nspool.release()
     table = {}
     for fd in os.listdir("/proc/self/fd"):

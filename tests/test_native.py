@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from procs import child_pids
 
 import isolation
 from isolation import IsolationPolicy
@@ -275,21 +276,29 @@ def _namespaces_seen(runs: int) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("pool", ["2", "0"], ids=["prepared", "created-per-run"])
-def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pytest.MonkeyPatch, pool: str) -> None:
-    from isolation.backends import nspool
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "prepared-namespaces", "on-demand"])
+def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    from isolation.backends import nspool, prepared
 
-    monkeypatch.setenv(nspool.ENV, pool)
-    taken: list[object] = []
-    real_take = nspool.POOL.take
+    if mode != "prepared-sandboxes":
+        monkeypatch.setenv(prepared.ENV, "0")
+    if mode == "on-demand":
+        monkeypatch.setenv(nspool.ENV, "0")
+    used = {"prepared-sandboxes": 0, "prepared-namespaces": 0}
 
-    def spy(key: nspool.Key) -> nspool.Fds | None:
-        fds = real_take(key)
-        taken.append(fds)
-        return fds
+    def spy(pool: object, name: str) -> None:
+        real = pool.take  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(nspool.POOL, "take", spy)
-    py("pass")  # the first run starts the pool
+        def take(*args: object) -> object:
+            got = real(*args)
+            used[name] += got is not None
+            return got
+
+        monkeypatch.setattr(pool, "take", take)
+
+    spy(prepared.POOL, "prepared-sandboxes")
+    spy(nspool.POOL, "prepared-namespaces")
+    py("pass")  # the first run starts the pools
     seen = _namespaces_seen(12)
     ids = [line.split()[:3] for line in seen]
     host = [os.readlink(f"/proc/self/ns/{n}") for n in ("user", "net", "ipc")]
@@ -299,17 +308,19 @@ def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pyt
         assert host[kind] not in values
     for line in seen:  # the same sandbox either way: nobody, loopback only
         assert "['65534'," in line and "['lo']" in line, line
-    used = [t for t in taken if t is not None]
-    if pool == "0":
-        assert used == []
-    else:  # control: the prepared sets were really used (the pool refills between runs)
-        assert len(used) >= 6, taken
+    # Control: each mode really took the path it names (the pools refill between spawns).
+    if mode == "on-demand":
+        assert used == {"prepared-sandboxes": 0, "prepared-namespaces": 0}
+    else:
+        assert used[mode] >= 6, used
+    prepared.release()
     nspool.release()
 
 
-def test_prepared_namespaces_are_released_and_not_inherited_by_a_fork() -> None:
-    from isolation.backends import nspool
+def test_prepared_namespaces_are_released_and_not_inherited_by_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolation.backends import nspool, prepared
 
+    monkeypatch.setenv(prepared.ENV, "0")  # sandboxes built on demand use the prepared namespaces
     py("pass")
     py("pass")  # the pool has been asked for and is refilling
     pid = os.fork()
@@ -343,3 +354,63 @@ def _namespace_fds() -> list[str]:
         if target.startswith(("user:", "net:", "ipc:")):
             found.append(target)
     return found
+
+
+def _prepared_pids() -> list[int]:
+    return [pid for pid in child_pids() if b"--prepared" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
+    from isolation.backends import prepared
+
+    py("pass")
+    deadline = time.monotonic() + 5
+    while not _prepared_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    waiting = _prepared_pids()
+    assert len(waiting) == 1  # control: one is built for the policy just used
+    # It is pid 1 of its own namespaces, not in the caller's.
+    assert os.readlink(f"/proc/{waiting[0]}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    assert os.readlink(f"/proc/{waiting[0]}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    prepared.release()
+    assert _prepared_pids() == [] and child_pids() == []
+
+
+def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isolation.backends import prepared
+
+    checks: list[bool] = []
+    real_fresh = prepared.PreparedSandbox.fresh
+
+    def fresh(self: prepared.PreparedSandbox) -> bool:
+        checks.append(real_fresh(self))
+        return checks[-1]
+
+    monkeypatch.setattr(prepared.PreparedSandbox, "fresh", fresh)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("old")
+    policy = mounted_at_data(data)
+    probe = "print(open('/data/f').read())"
+    assert py(probe, policy).stdout == b"old\n"
+    deadline = time.monotonic() + 5
+    while not _prepared_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _prepared_pids()  # built for this policy, binding the directory as it was
+    data.rename(tmp_path / "gone")
+    data.mkdir()
+    (data / "f").write_text("new")
+    assert py(probe, policy).stdout == b"new\n"
+    assert checks == [False]  # the prepared one was refused
+    # Control: an unchanged source lets the prepared sandbox be used, and it sees the live directory.
+    deadline = time.monotonic() + 5
+    while not _prepared_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = _prepared_pids()
+    (data / "f").write_text("newer")
+    assert py(probe, policy).stdout == b"newer\n"
+    assert before and before[0] not in child_pids()  # that one ran (and is gone)
+    assert checks == [False, True]
+    prepared.release()

@@ -16,6 +16,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -26,7 +27,7 @@ import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
-from isolation.backends import nspool
+from isolation.backends import nspool, prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
@@ -311,36 +312,18 @@ class NativeBackend:
             return arr
 
         cfg = ffi.new("struct iso_config *")
-        flags = layout.flags
         enforced = list(layout.enforced)
+        seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+        static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
+        keep.append(static)
+        flags = _describe_sandbox(cfg, layout, static, plan.uid, plan.gid, keep)
         cfg.argv = cstrs(list(plan.argv))
         cfg.envp = cstrs([f"{k}={v}" for k, v in layout.env])
         cfg.exe = cstr(layout.exe)
         cfg.cwd = cstr(layout.cwd)
         cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
-        cfg.uid_inside, cfg.gid_inside = plan.uid, plan.gid
-        cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
-        cfg.ns_fds = [-1, -1, -1]  # 0 would be a descriptor
-
-        seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
-        static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
-        keep.append(static)
-        cfg.hostname = static.hostname
-        cfg.mounts = static.mounts
-        cfg.n_mounts = len(layout.mounts)
-        scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # per run: C writes into it
-        keep.append(scratch)
-        cfg.scratch = scratch
         if layout.ruleset is not None:
-            rs = layout.ruleset
-            flags |= lib.ISO_F_LANDLOCK
-            cfg.landlock_attr_size = rs.attr_size
-            cfg.landlock_fs = rs.fs
-            cfg.landlock_net = rs.net
-            cfg.landlock_scoped = rs.scoped
-            cfg.rules = static.rules
-            cfg.n_rules = len(rs.rules)
-            enforced.append(rs.claim())
+            enforced.append(layout.ruleset.claim())
         if seccomp is not None:
             flags |= lib.ISO_F_SECCOMP
             cfg.bpf = static.bpf
@@ -360,42 +343,56 @@ class NativeBackend:
             enforced.append(st.claim)
         cfg.rlimits = rl
         cfg.n_rlimits = len(settings)
-        cfg.cap_last_cap = _cap_last_cap()
         cfg.flags = flags
+
+        # A sandbox built ahead of demand for this policy (see prepared.py), if one is ready.
+        ready: prepared.PreparedSandbox | None = None
+        if flags & lib.ISO_F_PIDNS and flags & lib.ISO_F_MOUNTNS:
+            blueprint = (flags & ~lib.ISO_F_SECCOMP, static, plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside)
+            build = functools.partial(_build_prepared, layout, static, plan.uid, plan.gid, flags)
+            ready = prepared.POOL.take(blueprint, build)
+            if ready is not None and not ready.fresh():
+                ready.discard()
+                ready = None
 
         out = ffi.new("struct iso_started *")
         init_fd = -1
-        if flags & lib.ISO_F_PIDNS:
-            try:
-                init_fd = os.open(INIT_PROGRAM, os.O_PATH | os.O_CLOEXEC)
-            except OSError as exc:
-                raise IsolationUnavailable(
-                    f"the native backend's init program {INIT_PROGRAM} is missing ({exc.strerror}); "
-                    "reinstall with `pip install .`"
-                ) from None
-        cfg.init_fd = init_fd
         cgroup: PidsCgroup | None = None
         procs_fd = -1
-        prepared: nspool.Fds = (-1, -1, -1)
+        ns_fds: nspool.Fds = (-1, -1, -1)
         try:
+            if flags & lib.ISO_F_PIDNS and ready is None:
+                init_fd = _open_init()
+            cfg.init_fd = init_fd
             if pids_parent is not None and max_pids is not None:
                 cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
                 enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
             cfg.cgroup_procs_fd = procs_fd
-            if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
-                # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
-                key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
-                prepared = nspool.POOL.take(key) or prepared
-                cfg.ns_fds = list(prepared)
-            rc = lib.iso_spawn(cfg, out)
+            if ready is not None:
+                rc = lib.iso_run_prepared(ready.control_fd, cfg, out)
+                out.pid = ready.pid
+            else:
+                if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
+                    # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
+                    ns_key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
+                    ns_fds = nspool.POOL.take(ns_key) or ns_fds
+                    cfg.ns_fds = list(ns_fds)
+                rc = lib.iso_spawn(cfg, out)
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
+            if ready is not None:
+                ready.discard()
             raise
         finally:
-            for fd in (init_fd, procs_fd, *prepared):
+            for fd in (init_fd, procs_fd, *ns_fds):
                 if fd >= 0:
                     os.close(fd)
+        if ready is not None:
+            if rc == 0:
+                ready.close_control()
+            else:  # it received its command, or died: it is used up either way
+                ready.discard()
         if rc != 0 and cgroup is not None:
             cgroup.remove()
         if rc != 0:
@@ -415,7 +412,83 @@ class NativeBackend:
         return Launched(child, tuple(enforced), tuple(missing))
 
 
-@attrs.frozen
+def _open_init() -> int:
+    try:
+        return os.open(INIT_PROGRAM, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise IsolationUnavailable(
+            f"the native backend's init program {INIT_PROGRAM} is missing ({exc.strerror}); "
+            "reinstall with `pip install .`"
+        ) from None
+
+
+def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int, gid: int, keep: list[Any]) -> int:
+    """Fill in what builds the sandbox itself (everything but the command); return its flags."""
+    flags = layout.flags
+    cfg.uid_inside, cfg.gid_inside = uid, gid
+    cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
+    cfg.ns_fds = [-1, -1, -1]  # 0 would be a descriptor
+    cfg.control_fd = -1
+    cfg.cgroup_procs_fd = -1
+    cfg.init_fd = -1
+    cfg.hostname = static.hostname
+    cfg.mounts = static.mounts
+    cfg.n_mounts = len(layout.mounts)
+    scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # per sandbox: C writes into it
+    keep.append(scratch)
+    cfg.scratch = scratch
+    if layout.ruleset is not None:
+        rs = layout.ruleset
+        flags |= lib.ISO_F_LANDLOCK
+        cfg.landlock_attr_size = rs.attr_size
+        cfg.landlock_fs = rs.fs
+        cfg.landlock_net = rs.net
+        cfg.landlock_scoped = rs.scoped
+        cfg.rules = static.rules
+        cfg.n_rules = len(rs.rules)
+    cfg.cap_last_cap = _cap_last_cap()
+    return flags
+
+
+def _build_prepared(
+    layout: _Layout, static: _StaticConfig, uid: int, gid: int, flags: int
+) -> prepared.PreparedSandbox | None:
+    """Build a sandbox whose init waits for its command (run by the pool's thread)."""
+    keep: list[Any] = []
+    cfg = ffi.new("struct iso_config *")
+    _describe_sandbox(cfg, layout, static, uid, gid, keep)
+    cfg.flags = (flags & ~lib.ISO_F_SECCOMP) | lib.ISO_F_PREPARED
+    cfg.stdio = [-1, -1, -1]
+    sources = []
+    for m in layout.mounts:  # recorded first: a source replaced meanwhile fails the later check
+        if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
+            try:
+                st = os.stat(m.source)
+            except OSError:
+                return None
+            sources.append((m.source, st.st_dev, st.st_ino))
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    control = mine.detach()
+    out = ffi.new("struct iso_started *")
+    try:
+        cfg.init_fd = _open_init()
+        cfg.control_fd = theirs.fileno()
+        rc = lib.iso_spawn(cfg, out)
+    except BaseException:
+        os.close(control)
+        raise
+    finally:
+        theirs.close()
+        if cfg.init_fd >= 0:
+            os.close(cfg.init_fd)
+    if rc != 0:
+        os.close(control)
+        return None
+    os.close(out.status_fd)  # a prepared sandbox's status pipe comes with its command
+    return prepared.PreparedSandbox(int(out.pid), control, tuple(sources))
+
+
+@attrs.frozen(eq=False)  # one object per policy (cached): compared and hashed by identity
 class _StaticConfig:
     """The C arrays a policy's sandboxes share: built once, only read by C."""
 
