@@ -200,53 +200,122 @@ static int openat2_in_root(int rootfd, const char *path, int flags)
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
-/* Create every missing directory of `path` (inside `rootfd`), and the last
- * component as a directory or an empty file; return an O_PATH fd to it.
- * Symlinks met on the way resolve inside the new root, never on the host. */
-static int make_target(int rootfd, const char *path, int as_dir)
+/* Open the directory buf[0..len) (an absolute path inside `rootfd`; the
+ * empty string is the root itself), creating every missing component, and
+ * return an O_PATH fd to it (`rootfd` itself for the root).  Looks up from
+ * the deepest level up (the parent of a target usually exists already), then
+ * creates downwards: mkdirat + openat per missing component, no re-walk.
+ * Symlinks met on the way resolve inside the new root, never on the host:
+ * every lookup of a path is openat2 with RESOLVE_IN_ROOT from `rootfd`, and
+ * a component is opened by name (O_NOFOLLOW) only right after mkdirat
+ * created it.  On success buf[0..len) is intact and buf[len] is '\0'. */
+static int open_dir(int rootfd, char *buf, size_t len)
 {
+    size_t end = len;
+    int fd = rootfd;
+    buf[len] = '\0';
+    while (end > 0) {
+        fd = openat2_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        if (fd >= 0)
+            break;
+        if (errno != ENOENT)
+            return -1;
+        fd = rootfd;
+        while (buf[--end] != '/')
+            ;
+        buf[end] = '\0';
+    }
+    /* Every separator after `end` is '\0' now: restore each on the way down. */
+    while (end < len) {
+        buf[end] = '/';
+        size_t name = end + 1;
+        for (end = name; buf[end] != '\0'; end++)
+            ;
+        if (end == name) /* "//" */
+            continue;
+        int next;
+        if (mkdirat(fd, buf + name, 0755) == 0)
+            next = openat(fd, buf + name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        else if (errno == EEXIST) /* e.g. a symlink: resolve it inside the root */
+            next = openat2_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        else
+            next = -1;
+        if (fd != rootfd) {
+            int saved = errno;
+            close(fd);
+            errno = saved;
+        }
+        if (next < 0)
+            return -1;
+        fd = next;
+    }
+    return fd;
+}
+
+/* A mount point as make_target leaves it: `fd`, an O_PATH fd of an entry
+ * that existed already (resolved inside the root); or, fd == -1, the entry
+ * `name` that make_target has just created in the directory `dir`. */
+struct mount_point {
+    int fd;
+    int dir;
+    const char *name;
     char buf[4096];
+};
+
+/* Create every missing directory of `path` (inside `rootfd`), and the last
+ * component as a directory or an empty file unless it exists.  Symlinks met
+ * on the way resolve inside the new root, never on the host (see open_dir;
+ * an existing last component is opened with openat2 too). */
+static int make_target(int rootfd, const char *path, int as_dir, struct mount_point *mp)
+{
     size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf || path[0] != '/') {
+    mp->fd = -1;
+    mp->dir = rootfd;
+    mp->name = NULL;
+    if (len == 0 || len >= sizeof mp->buf || path[0] != '/') {
         errno = EINVAL;
         return -1;
     }
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        int last = buf[i] == '\0';
-        buf[i] = '\0';
-        int fd = openat2_in_root(rootfd, buf, O_PATH);
-        if (fd < 0 && errno == ENOENT) {
-            char *slash = strrchr(buf, '/');
-            *slash = '\0';
-            int parent = openat2_in_root(rootfd, slash == buf ? "/" : buf, O_PATH | O_DIRECTORY);
-            *slash = '/';
-            if (parent < 0)
-                return -1;
-            int rc;
-            if (!last || as_dir) {
-                rc = mkdirat(parent, slash + 1, 0755);
-            } else {
-                rc = openat(parent, slash + 1, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
-                if (rc >= 0)
-                    close(rc);
-            }
-            close(parent);
-            if (rc < 0 && errno != EEXIST)
-                return -1;
-            fd = openat2_in_root(rootfd, buf, O_PATH);
-        }
-        if (fd < 0)
-            return -1;
-        if (last)
-            return fd;
-        close(fd);
-        buf[i] = '/';
+    memcpy(mp->buf, path, len + 1);
+    while (len > 1 && mp->buf[len - 1] == '/')
+        mp->buf[--len] = '\0';
+    if (len == 1) {
+        mp->fd = openat2_in_root(rootfd, "/", O_PATH);
+        return mp->fd;
     }
-    errno = EINVAL;
-    return -1;
+    char *slash = strrchr(mp->buf, '/');
+    int dir = open_dir(rootfd, mp->buf, (size_t)(slash - mp->buf));
+    if (dir < 0)
+        return -1;
+    *slash = '/';
+    mp->dir = dir;
+    mp->name = slash + 1;
+    /* Fails with EEXIST on anything there, a dangling symlink included. */
+    if ((as_dir ? mkdirat(dir, mp->name, 0755) : mknodat(dir, mp->name, S_IFREG | 0444, 0)) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -1;
+    mp->fd = openat2_in_root(rootfd, mp->buf, O_PATH);
+    return mp->fd;
+}
+
+/* Attach the detached mount `tree` at the mount point. */
+static int move_to(int tree, const struct mount_point *mp)
+{
+    if (mp->fd >= 0)
+        return (int)syscall(SYS_move_mount, tree, "", mp->fd, "",
+                            ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH);
+    /* One component, just created by us; without MOVE_MOUNT_T_SYMLINKS
+     * move_mount would not follow it even if it were a symlink. */
+    return (int)syscall(SYS_move_mount, tree, "", mp->dir, mp->name, ISO_MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+static void release_target(int rootfd, const struct mount_point *mp)
+{
+    if (mp->fd >= 0)
+        close(mp->fd);
+    if (mp->dir != rootfd)
+        close(mp->dir);
 }
 
 static __thread char fd_path_buf[64];
@@ -278,12 +347,11 @@ static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
                                                           AT_RECURSIVE);
     CHECK(tree, "open_tree", target);
     CHECK(set_attr(tree, attrs, 1), "mount_setattr", target);
-    int dst = make_target(rootfd, target, S_ISDIR(st.st_mode));
-    CHECK(dst, "create mount point", target);
-    CHECK(syscall(SYS_move_mount, tree, "", dst, "", ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH),
-          "move_mount", target);
+    struct mount_point mp;
+    CHECK(make_target(rootfd, target, S_ISDIR(st.st_mode), &mp), "create mount point", target);
+    CHECK(move_to(tree, &mp), "move_mount", target);
     close(tree);
-    close(dst);
+    release_target(rootfd, &mp);
     if (attrs & ISO_MOUNT_ATTR_RDONLY) {
         struct statvfs sv;
         int fd = openat2_in_root(rootfd, target, O_PATH);
@@ -297,10 +365,14 @@ static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
 
 static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
 {
-    int dst = make_target(rootfd, target, 1);
-    CHECK(dst, "create mount point", target);
-    CHECK(mount(fstype, fd_path(dst), fstype, flags, opts), fstype, target);
-    close(dst);
+    struct mount_point mp;
+    CHECK(make_target(rootfd, target, 1, &mp), "create mount point", target);
+    if (mp.fd < 0) {
+        mp.fd = openat(mp.dir, mp.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        CHECK(mp.fd, "create mount point", target);
+    }
+    CHECK(mount(fstype, fd_path(mp.fd), fstype, flags, opts), fstype, target);
+    release_target(rootfd, &mp);
 }
 
 static void make_symlink(int rootfd, const char *text, const char *target)
@@ -311,13 +383,12 @@ static void make_symlink(int rootfd, const char *text, const char *target)
         die("symlink", target, ENAMETOOLONG);
     memcpy(parent, target, len + 1);
     char *slash = strrchr(parent, '/');
-    *slash = '\0';
-    int dir = slash == parent ? openat2_in_root(rootfd, "/", O_PATH | O_DIRECTORY)
-                              : make_target(rootfd, parent, 1);
+    int dir = open_dir(rootfd, parent, (size_t)(slash - parent));
     CHECK(dir, "create parent directory", target);
     if (symlinkat(text, dir, slash + 1) < 0 && errno != EEXIST)
         die("symlink", target, errno);
-    close(dir);
+    if (dir != rootfd)
+        close(dir);
 }
 
 /* A read-only file with fixed content: written into the staging directory
