@@ -337,6 +337,22 @@ static int set_attr(int fd, uint64_t set, int recursive)
                         sizeof attr);
 }
 
+/* Check that read-only really stuck on the mount `tree` refers to.  Called
+ * right after move_mount attached it: move_mount moves the detached mount
+ * itself into the namespace (it does not copy it), so the fd still refers to
+ * the very mount now at the target, and fstatvfs reports that mount's flags
+ * (ST_RDONLY from its MNT_READONLY, or from the superblock).  This is the
+ * mount a fresh openat2 of the target would reach: nothing can be mounted
+ * on top of it in between, and our root tmpfs is private, so there are no
+ * propagated copies to check either. */
+static void verify_read_only(int tree, const char *target)
+{
+    struct statvfs sv;
+    CHECK(fstatvfs(tree, &sv), "fstatvfs", target);
+    if (!(sv.f_flag & ST_RDONLY))
+        die("verify read-only mount", target, EPERM);
+}
+
 /* Bind the tree at `srcfd` onto `target` with mount attributes `attrs`, then
  * check on the attached mount that read-only really stuck. */
 static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
@@ -350,17 +366,10 @@ static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
     struct mount_point mp;
     CHECK(make_target(rootfd, target, S_ISDIR(st.st_mode), &mp), "create mount point", target);
     CHECK(move_to(tree, &mp), "move_mount", target);
-    close(tree);
     release_target(rootfd, &mp);
-    if (attrs & ISO_MOUNT_ATTR_RDONLY) {
-        struct statvfs sv;
-        int fd = openat2_in_root(rootfd, target, O_PATH);
-        CHECK(fd, "open mount", target);
-        CHECK(fstatvfs(fd, &sv), "fstatvfs", target);
-        close(fd);
-        if (!(sv.f_flag & ST_RDONLY))
-            die("verify read-only mount", target, EPERM);
-    }
+    if (attrs & ISO_MOUNT_ATTR_RDONLY)
+        verify_read_only(tree, target);
+    close(tree);
 }
 
 static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
