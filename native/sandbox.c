@@ -477,10 +477,15 @@ static void make_dev(int rootfd, const char *target)
     close(dev);
 }
 
-static const char *const proc_covered[] = {"/sys", "/sysrq-trigger", "/irq", "/bus", "/fs"};
+static const char *const proc_covered[] = {"sys", "sysrq-trigger", "irq", "bus", "fs"};
 
 /* A fresh /proc for the new pid namespace, with the host-wide knobs in it
- * made read-only (as root-mapped sandboxes would otherwise own them). */
+ * made read-only (as root-mapped sandboxes would otherwise own them).  Each
+ * knob is bound onto itself: cloned by name from the fresh proc's root and
+ * moved back onto the same name, so neither needs a path lookup from the
+ * new root nor a mount point made.  The names are fixed procfs entries, none
+ * of them a symlink (AT_SYMLINK_NOFOLLOW, and move_mount never follows a
+ * final symlink without MOVE_MOUNT_T_SYMLINKS). */
 static void make_proc(int rootfd, const char *target)
 {
     char path[4096];
@@ -488,17 +493,26 @@ static void make_proc(int rootfd, const char *target)
     if (tlen + 32 >= sizeof path)
         die("proc", target, ENAMETOOLONG);
     mount_fresh(rootfd, target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    int proc = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
+    CHECK(proc, "open", target);
     memcpy(path, target, tlen);
+    path[tlen] = '/';
     for (size_t i = 0; i < sizeof proc_covered / sizeof proc_covered[0]; i++) {
-        memcpy(path + tlen, proc_covered[i], strlen(proc_covered[i]) + 1);
-        int src = openat2_in_root(rootfd, path, O_PATH);
-        if (src < 0 && errno == ENOENT)
+        const char *name = proc_covered[i];
+        memcpy(path + tlen + 1, name, strlen(name) + 1);
+        int tree = (int)syscall(SYS_open_tree, proc, name, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC |
+                                                               AT_RECURSIVE | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
+        if (tree < 0 && errno == ENOENT)
             continue;
-        CHECK(src, "open", path);
-        bind_tree(rootfd, src, path, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
-                                         ISO_MOUNT_ATTR_NOEXEC);
-        close(src);
+        CHECK(tree, "open_tree", path);
+        CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
+                                 ISO_MOUNT_ATTR_NOEXEC, 1),
+              "mount_setattr", path);
+        CHECK(syscall(SYS_move_mount, tree, "", proc, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", path);
+        verify_read_only(tree, path);
+        close(tree);
     }
+    close(proc);
 }
 
 /* ---- the steps ------------------------------------------------------------- */
