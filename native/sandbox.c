@@ -439,20 +439,18 @@ static void make_dev(int rootfd, const char *target)
         size_t n = strlen(name);
         memcpy(host, "/dev/", 5);
         memcpy(host + 5, name, n + 1);
-        int src = open(host, O_PATH | O_CLOEXEC);
-        CHECK(src, "open", host);
-        int tree = (int)syscall(SYS_open_tree, src, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        /* Cloned by its host path (resolved like open(2) did before). */
+        int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC);
         CHECK(tree, "open_tree", host);
         /* Read-only: the node stays usable (writes go to the driver) but its
          * mode and times, which are the host's, cannot be changed. */
         CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr",
               host);
-        int node = openat(dev, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-        CHECK(node, "create mount point", host);
-        close(node);
+        /* The mount point: a fresh empty file (mknodat fails on anything
+         * already there), which move_mount reaches by name. */
+        CHECK(mknodat(dev, name, S_IFREG | 0600, 0), "create mount point", host);
         CHECK(syscall(SYS_move_mount, tree, "", dev, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", host);
         close(tree);
-        close(src);
     }
     static const char *const fresh[][4] = {
         {"pts", "devpts", "newinstance,ptmxmode=0666,mode=620", "n"},
