@@ -353,23 +353,32 @@ static void verify_read_only(int tree, const char *target)
         die("verify read-only mount", target, EPERM);
 }
 
-/* Bind the tree at `srcfd` onto `target` with mount attributes `attrs`, then
- * check on the attached mount that read-only really stuck. */
-static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
+/* Attach the detached mount `tree` (attributes already set) at `target`,
+ * a directory or a file like the tree's root; check on the attached mount
+ * that read-only really stuck when asked; close `tree`. */
+static void attach_tree(int rootfd, int tree, const char *target, int read_only)
 {
     struct stat st;
-    CHECK(fstat(srcfd, &st), "fstat(bind source)", target);
-    int tree = (int)syscall(SYS_open_tree, srcfd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
-                                                          AT_RECURSIVE);
-    CHECK(tree, "open_tree", target);
-    CHECK(set_attr(tree, attrs, 1), "mount_setattr", target);
+    CHECK(fstat(tree, &st), "fstat(bind source)", target);
     struct mount_point mp;
     CHECK(make_target(rootfd, target, S_ISDIR(st.st_mode), &mp), "create mount point", target);
     CHECK(move_to(tree, &mp), "move_mount", target);
     release_target(rootfd, &mp);
-    if (attrs & ISO_MOUNT_ATTR_RDONLY)
+    if (read_only)
         verify_read_only(tree, target);
     close(tree);
+}
+
+/* Bind the tree at `srcfd` onto `target`: read-only or not, never setuid
+ * nor device files. */
+static void bind_tree(int rootfd, int srcfd, const char *target, int read_only)
+{
+    int tree = (int)syscall(SYS_open_tree, srcfd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                                                          AT_RECURSIVE);
+    CHECK(tree, "open_tree", target);
+    CHECK(set_attr(tree, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV | (read_only ? ISO_MOUNT_ATTR_RDONLY : 0), 1),
+          "mount_setattr", target);
+    attach_tree(rootfd, tree, target, read_only);
 }
 
 static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
@@ -416,11 +425,14 @@ static void make_file(int rootfd, int stagefd, int index, const struct iso_mount
         CHECK(n, "write file", m->target);
         done += (size_t)n;
     }
+    /* The bind is cloned from the fd we wrote through: no second open. */
+    int tree = (int)syscall(SYS_open_tree, fd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                                                      AT_RECURSIVE);
+    CHECK(tree, "open_tree", m->target);
     close(fd);
-    int src = openat(stagefd, name, O_PATH | O_CLOEXEC);
-    CHECK(src, "open file", m->target);
-    bind_tree(rootfd, src, m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
-    close(src);
+    CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 1), "mount_setattr",
+          m->target);
+    attach_tree(rootfd, tree, m->target, 1);
 }
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
@@ -517,7 +529,9 @@ static void make_proc(int rootfd, const char *target)
 
 static void setup_mounts(const struct iso_config *cfg)
 {
-    /* Bind sources are opened first, while the host tree is unobstructed. */
+    /* Bind sources are opened first, while the host tree is unobstructed.
+     * (Only opened: cloned now, their mount ids, hence their order in
+     * mountinfo, would come before the new root's.) */
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct iso_mount *m = &cfg->mounts[i];
         cfg->scratch[i] = -1;
@@ -542,11 +556,8 @@ static void setup_mounts(const struct iso_config *cfg)
         const struct iso_mount *m = &cfg->mounts[i];
         switch (m->kind) {
         case ISO_MOUNT_RO_BIND:
-            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID |
-                                                              ISO_MOUNT_ATTR_NODEV);
-            break;
         case ISO_MOUNT_RW_BIND:
-            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
+            bind_tree(rootfd, cfg->scratch[i], m->target, m->kind == ISO_MOUNT_RO_BIND);
             break;
         case ISO_MOUNT_TMPFS:
             mount_fresh(rootfd, m->target, "tmpfs", MS_NOSUID | MS_NODEV,
