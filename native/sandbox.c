@@ -354,14 +354,18 @@ static void verify_read_only(int tree, const char *target)
 }
 
 /* Attach the detached mount `tree` (attributes already set) at `target`,
- * a directory or a file like the tree's root; check on the attached mount
- * that read-only really stuck when asked; close `tree`. */
-static void attach_tree(int rootfd, int tree, const char *target, int read_only)
+ * a directory or a file like the tree's root (as_dir: 1 or 0 when known, -1
+ * to look); check on the attached mount that read-only really stuck when
+ * asked; close `tree`. */
+static void attach_tree(int rootfd, int tree, const char *target, int as_dir, int read_only)
 {
-    struct stat st;
-    CHECK(fstat(tree, &st), "fstat(bind source)", target);
+    if (as_dir < 0) {
+        struct stat st;
+        CHECK(fstat(tree, &st), "fstat(bind source)", target);
+        as_dir = S_ISDIR(st.st_mode);
+    }
     struct mount_point mp;
-    CHECK(make_target(rootfd, target, S_ISDIR(st.st_mode), &mp), "create mount point", target);
+    CHECK(make_target(rootfd, target, as_dir, &mp), "create mount point", target);
     CHECK(move_to(tree, &mp), "move_mount", target);
     release_target(rootfd, &mp);
     if (read_only)
@@ -378,7 +382,7 @@ static void bind_tree(int rootfd, int srcfd, const char *target, int read_only)
     CHECK(tree, "open_tree", target);
     CHECK(set_attr(tree, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV | (read_only ? ISO_MOUNT_ATTR_RDONLY : 0), 1),
           "mount_setattr", target);
-    attach_tree(rootfd, tree, target, read_only);
+    attach_tree(rootfd, tree, target, -1, read_only);
 }
 
 static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
@@ -432,7 +436,7 @@ static void make_file(int rootfd, int stagefd, int index, const struct iso_mount
     close(fd);
     CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 1), "mount_setattr",
           m->target);
-    attach_tree(rootfd, tree, m->target, 1);
+    attach_tree(rootfd, tree, m->target, 0, 1);
 }
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
@@ -590,16 +594,12 @@ static void setup_mounts(const struct iso_config *cfg)
     CHECK(syscall(SYS_pivot_root, ".", "."), "pivot_root", "/tmp/root");
     CHECK(umount2(".", MNT_DETACH), "detach old root", "/");
     CHECK(chdir("/"), "chdir", "/");
-    close(rootfd);
-    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    CHECK(root, "open", "/");
-    CHECK(set_attr(root, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 0), "mount_setattr",
+    /* rootfd was opened on the new root's mount, which "/" is now (nothing
+     * is stacked on it since the old root is gone): no need to open "/". */
+    CHECK(set_attr(rootfd, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 0), "mount_setattr",
           "/");
-    struct statvfs sv;
-    CHECK(fstatvfs(root, &sv), "fstatvfs", "/");
-    if (!(sv.f_flag & ST_RDONLY))
-        die("verify read-only mount", "/", EPERM);
-    close(root);
+    verify_read_only(rootfd, "/");
+    close(rootfd);
 }
 
 static void loopback_up(void)
