@@ -200,8 +200,8 @@ static int openat2_in_root(int rootfd, const char *path, int flags)
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
-/* Open the directory buf[0..len) (an absolute path inside `rootfd`; the
- * empty string is the root itself), creating every missing component, and
+/* Open the directory buf[0..len) (an absolute path inside `rootfd`: buf[0]
+ * is '/'; len 0 is the root itself), creating every missing component, and
  * return an O_PATH fd to it (`rootfd` itself for the root).  Looks up from
  * the deepest level up (the parent of a target usually exists already), then
  * creates downwards: mkdirat + openat per missing component, no re-walk.
@@ -403,6 +403,8 @@ static void make_symlink(int rootfd, const char *text, const char *target)
     size_t len = strlen(target);
     if (len >= sizeof parent)
         die("symlink", target, ENAMETOOLONG);
+    if (target[0] != '/')
+        die("symlink", target, EINVAL);
     memcpy(parent, target, len + 1);
     char *slash = strrchr(parent, '/');
     int dir = open_dir(rootfd, parent, (size_t)(slash - parent));
