@@ -252,6 +252,24 @@ static int open_dir(int rootfd, char *buf, size_t len)
     return fd;
 }
 
+/* Create the empty file `name` in `dir`; fails with EEXIST on anything
+ * there, a dangling symlink included.  mknodat needs no fd to close; a file
+ * system that does not do mknod for regular files (some FUSE ones) gets the
+ * open(O_CREAT | O_EXCL) this used to be, whose error is then the one
+ * reported. */
+static int make_empty_file(int dir, const char *name)
+{
+    if (mknodat(dir, name, S_IFREG | 0444, 0) == 0)
+        return 0;
+    if (errno == EEXIST)
+        return -1;
+    int fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
 /* A mount point as make_target leaves it: `fd`, an O_PATH fd of an entry
  * that existed already (resolved inside the root); or, fd == -1, the entry
  * `name` that make_target has just created in the directory `dir`. */
@@ -290,8 +308,8 @@ static int make_target(int rootfd, const char *path, int as_dir, struct mount_po
     *slash = '/';
     mp->dir = dir;
     mp->name = slash + 1;
-    /* Fails with EEXIST on anything there, a dangling symlink included. */
-    if ((as_dir ? mkdirat(dir, mp->name, 0755) : mknodat(dir, mp->name, S_IFREG | 0444, 0)) == 0)
+    /* Both fail with EEXIST on anything there, a dangling symlink included. */
+    if ((as_dir ? mkdirat(dir, mp->name, 0755) : make_empty_file(dir, mp->name)) == 0)
         return 0;
     if (errno != EEXIST)
         return -1;
