@@ -151,53 +151,140 @@ static int openat2_in_root(int rootfd, const char *path, int flags)
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
-/* Create every missing directory of `path` (inside `rootfd`), and the last
- * component as a directory or an empty file; return an O_PATH fd to it.
- * Symlinks met on the way resolve inside the new root, never on the host. */
-static int make_target(int rootfd, const char *path, int as_dir)
+/* Open the directory buf[0..len) (an absolute path inside `rootfd`: buf[0]
+ * is '/'; len 0 is the root itself), creating every missing component, and
+ * return an O_PATH fd to it (`rootfd` itself for the root).  Looks up from
+ * the deepest level up (the parent of a target usually exists already), then
+ * creates downwards: mkdirat + openat per missing component, no re-walk.
+ * Symlinks met on the way resolve inside the new root, never on the host:
+ * every lookup of a path is openat2 with RESOLVE_IN_ROOT from `rootfd`, and
+ * a component is opened by name (O_NOFOLLOW) only right after mkdirat
+ * created it.  On success buf[0..len) is intact and buf[len] is '\0'. */
+static int open_dir(int rootfd, char *buf, size_t len)
 {
+    size_t end = len;
+    int fd = rootfd;
+    buf[len] = '\0';
+    while (end > 0) {
+        fd = openat2_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        if (fd >= 0)
+            break;
+        if (errno != ENOENT)
+            return -1;
+        fd = rootfd;
+        while (buf[--end] != '/')
+            ;
+        buf[end] = '\0';
+    }
+    /* Every separator after `end` is '\0' now: restore each on the way down. */
+    while (end < len) {
+        buf[end] = '/';
+        size_t name = end + 1;
+        for (end = name; buf[end] != '\0'; end++)
+            ;
+        if (end == name) /* "//" */
+            continue;
+        int next;
+        if (mkdirat(fd, buf + name, 0755) == 0)
+            next = openat(fd, buf + name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        else if (errno == EEXIST) /* e.g. a symlink: resolve it inside the root */
+            next = openat2_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        else
+            next = -1;
+        if (fd != rootfd) {
+            int saved = errno;
+            close(fd);
+            errno = saved;
+        }
+        if (next < 0)
+            return -1;
+        fd = next;
+    }
+    return fd;
+}
+
+/* Create the empty file `name` in `dir`; fails with EEXIST on anything
+ * there, a dangling symlink included.  mknodat needs no fd to close; a file
+ * system that does not do mknod for regular files (some FUSE ones) gets the
+ * open(O_CREAT | O_EXCL) this used to be, whose error is then the one
+ * reported. */
+static int make_empty_file(int dir, const char *name)
+{
+    if (mknodat(dir, name, S_IFREG | 0444, 0) == 0)
+        return 0;
+    if (errno == EEXIST)
+        return -1;
+    int fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+/* A mount point as make_target leaves it: `fd`, an O_PATH fd of an entry
+ * that existed already (resolved inside the root); or, fd == -1, the entry
+ * `name` that make_target has just created in the directory `dir`. */
+struct mount_point {
+    int fd;
+    int dir;
+    const char *name;
     char buf[4096];
+};
+
+/* Create every missing directory of `path` (inside `rootfd`), and the last
+ * component as a directory or an empty file unless it exists.  Symlinks met
+ * on the way resolve inside the new root, never on the host (see open_dir;
+ * an existing last component is opened with openat2 too). */
+static int make_target(int rootfd, const char *path, int as_dir, struct mount_point *mp)
+{
     size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf || path[0] != '/') {
+    mp->fd = -1;
+    mp->dir = rootfd;
+    mp->name = NULL;
+    if (len == 0 || len >= sizeof mp->buf || path[0] != '/') {
         errno = EINVAL;
         return -1;
     }
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        int last = buf[i] == '\0';
-        buf[i] = '\0';
-        int fd = openat2_in_root(rootfd, buf, O_PATH);
-        if (fd < 0 && errno == ENOENT) {
-            char *slash = strrchr(buf, '/');
-            *slash = '\0';
-            int parent = openat2_in_root(rootfd, slash == buf ? "/" : buf, O_PATH | O_DIRECTORY);
-            *slash = '/';
-            if (parent < 0)
-                return -1;
-            int rc;
-            if (!last || as_dir) {
-                rc = mkdirat(parent, slash + 1, 0755);
-            } else {
-                rc = openat(parent, slash + 1, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
-                if (rc >= 0)
-                    close(rc);
-            }
-            close(parent);
-            if (rc < 0 && errno != EEXIST)
-                return -1;
-            fd = openat2_in_root(rootfd, buf, O_PATH);
-        }
-        if (fd < 0)
-            return -1;
-        if (last)
-            return fd;
-        close(fd);
-        buf[i] = '/';
+    memcpy(mp->buf, path, len + 1);
+    while (len > 1 && mp->buf[len - 1] == '/')
+        mp->buf[--len] = '\0';
+    if (len == 1) {
+        mp->fd = openat2_in_root(rootfd, "/", O_PATH);
+        return mp->fd;
     }
-    errno = EINVAL;
-    return -1;
+    char *slash = strrchr(mp->buf, '/');
+    int dir = open_dir(rootfd, mp->buf, (size_t)(slash - mp->buf));
+    if (dir < 0)
+        return -1;
+    *slash = '/';
+    mp->dir = dir;
+    mp->name = slash + 1;
+    /* Both fail with EEXIST on anything there, a dangling symlink included. */
+    if ((as_dir ? mkdirat(dir, mp->name, 0755) : make_empty_file(dir, mp->name)) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -1;
+    mp->fd = openat2_in_root(rootfd, mp->buf, O_PATH);
+    return mp->fd;
+}
+
+/* Attach the detached mount `tree` at the mount point. */
+static int move_to(int tree, const struct mount_point *mp)
+{
+    if (mp->fd >= 0)
+        return (int)syscall(SYS_move_mount, tree, "", mp->fd, "",
+                            ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH);
+    /* One component, just created by us; without MOVE_MOUNT_T_SYMLINKS
+     * move_mount would not follow it even if it were a symlink. */
+    return (int)syscall(SYS_move_mount, tree, "", mp->dir, mp->name, ISO_MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+static void release_target(int rootfd, const struct mount_point *mp)
+{
+    if (mp->fd >= 0)
+        close(mp->fd);
+    if (mp->dir != rootfd)
+        close(mp->dir);
 }
 
 static __thread char fd_path_buf[64];
@@ -219,39 +306,64 @@ static int set_attr(int fd, uint64_t set, int recursive)
                         sizeof attr);
 }
 
-/* Bind the tree at `srcfd` onto `target` with mount attributes `attrs`, then
- * check on the attached mount that read-only really stuck. */
-static void bind_tree(int rootfd, int srcfd, const char *target, uint64_t attrs)
+/* Check that read-only really stuck on the mount `tree` refers to.  Called
+ * right after move_mount attached it: move_mount moves the detached mount
+ * itself into the namespace (it does not copy it), so the fd still refers to
+ * the very mount now at the target, and fstatvfs reports that mount's flags
+ * (ST_RDONLY from its MNT_READONLY, or from the superblock).  This is the
+ * mount a fresh openat2 of the target would reach: nothing can be mounted
+ * on top of it in between, and our root tmpfs is private, so there are no
+ * propagated copies to check either. */
+static void verify_read_only(int tree, const char *target)
 {
-    struct stat st;
-    CHECK(fstat(srcfd, &st), "fstat(bind source)", target);
+    struct statvfs sv;
+    CHECK(fstatvfs(tree, &sv), "fstatvfs", target);
+    if (!(sv.f_flag & ST_RDONLY))
+        iso_die("verify read-only mount", target, EPERM);
+}
+
+/* Attach the detached mount `tree` (attributes already set) at `target`,
+ * a directory or a file like the tree's root (as_dir: 1 or 0 when known, -1
+ * to look); check on the attached mount that read-only really stuck when
+ * asked; close `tree`. */
+static void attach_tree(int rootfd, int tree, const char *target, int as_dir, int read_only)
+{
+    if (as_dir < 0) {
+        struct stat st;
+        CHECK(fstat(tree, &st), "fstat(bind source)", target);
+        as_dir = S_ISDIR(st.st_mode);
+    }
+    struct mount_point mp;
+    CHECK(make_target(rootfd, target, as_dir, &mp), "create mount point", target);
+    CHECK(move_to(tree, &mp), "move_mount", target);
+    release_target(rootfd, &mp);
+    if (read_only)
+        verify_read_only(tree, target);
+    close(tree);
+}
+
+/* Bind the tree at `srcfd` onto `target`: read-only or not, never setuid
+ * nor device files. */
+static void bind_tree(int rootfd, int srcfd, const char *target, int read_only)
+{
     int tree = (int)syscall(SYS_open_tree, srcfd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
                                                           AT_RECURSIVE);
     CHECK(tree, "open_tree", target);
-    CHECK(set_attr(tree, attrs, 1), "mount_setattr", target);
-    int dst = make_target(rootfd, target, S_ISDIR(st.st_mode));
-    CHECK(dst, "create mount point", target);
-    CHECK(syscall(SYS_move_mount, tree, "", dst, "", ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH),
-          "move_mount", target);
-    close(tree);
-    close(dst);
-    if (attrs & ISO_MOUNT_ATTR_RDONLY) {
-        struct statvfs sv;
-        int fd = openat2_in_root(rootfd, target, O_PATH);
-        CHECK(fd, "open mount", target);
-        CHECK(fstatvfs(fd, &sv), "fstatvfs", target);
-        close(fd);
-        if (!(sv.f_flag & ST_RDONLY))
-            iso_die("verify read-only mount", target, EPERM);
-    }
+    CHECK(set_attr(tree, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV | (read_only ? ISO_MOUNT_ATTR_RDONLY : 0), 1),
+          "mount_setattr", target);
+    attach_tree(rootfd, tree, target, -1, read_only);
 }
 
 static void mount_fresh(int rootfd, const char *target, const char *fstype, unsigned long flags, const char *opts)
 {
-    int dst = make_target(rootfd, target, 1);
-    CHECK(dst, "create mount point", target);
-    CHECK(mount(fstype, fd_path(dst), fstype, flags, opts), fstype, target);
-    close(dst);
+    struct mount_point mp;
+    CHECK(make_target(rootfd, target, 1, &mp), "create mount point", target);
+    if (mp.fd < 0) {
+        mp.fd = openat(mp.dir, mp.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        CHECK(mp.fd, "create mount point", target);
+    }
+    CHECK(mount(fstype, fd_path(mp.fd), fstype, flags, opts), fstype, target);
+    release_target(rootfd, &mp);
 }
 
 static void make_symlink(int rootfd, const char *text, const char *target)
@@ -260,15 +372,16 @@ static void make_symlink(int rootfd, const char *text, const char *target)
     size_t len = strlen(target);
     if (len >= sizeof parent)
         iso_die("symlink", target, ENAMETOOLONG);
+    if (target[0] != '/')
+        iso_die("symlink", target, EINVAL);
     memcpy(parent, target, len + 1);
     char *slash = strrchr(parent, '/');
-    *slash = '\0';
-    int dir = slash == parent ? openat2_in_root(rootfd, "/", O_PATH | O_DIRECTORY)
-                              : make_target(rootfd, parent, 1);
+    int dir = open_dir(rootfd, parent, (size_t)(slash - parent));
     CHECK(dir, "create parent directory", target);
     if (symlinkat(text, dir, slash + 1) < 0 && errno != EEXIST)
         iso_die("symlink", target, errno);
-    close(dir);
+    if (dir != rootfd)
+        close(dir);
 }
 
 /* A read-only file with fixed content: written into the staging directory
@@ -287,11 +400,14 @@ static void make_file(int rootfd, int stagefd, int index, const struct iso_mount
         CHECK(n, "write file", m->target);
         done += (size_t)n;
     }
+    /* The bind is cloned from the fd we wrote through: no second open. */
+    int tree = (int)syscall(SYS_open_tree, fd, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                                                      AT_RECURSIVE);
+    CHECK(tree, "open_tree", m->target);
     close(fd);
-    int src = openat(stagefd, name, O_PATH | O_CLOEXEC);
-    CHECK(src, "open file", m->target);
-    bind_tree(rootfd, src, m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
-    close(src);
+    CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 1), "mount_setattr",
+          m->target);
+    attach_tree(rootfd, tree, m->target, 0, 1);
 }
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
@@ -310,20 +426,18 @@ static void make_dev(int rootfd, const char *target)
         size_t n = strlen(name);
         memcpy(host, "/dev/", 5);
         memcpy(host + 5, name, n + 1);
-        int src = open(host, O_PATH | O_CLOEXEC);
-        CHECK(src, "open", host);
-        int tree = (int)syscall(SYS_open_tree, src, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        /* Cloned by its host path (resolved like open(2) did before). */
+        int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC);
         CHECK(tree, "open_tree", host);
         /* Read-only: the node stays usable (writes go to the driver) but its
          * mode and times, which are the host's, cannot be changed. */
         CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr",
               host);
-        int node = openat(dev, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-        CHECK(node, "create mount point", host);
-        close(node);
+        /* The mount point: a fresh empty file (mknodat fails on anything
+         * already there), which move_mount reaches by name. */
+        CHECK(mknodat(dev, name, S_IFREG | 0600, 0), "create mount point", host);
         CHECK(syscall(SYS_move_mount, tree, "", dev, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", host);
         close(tree);
-        close(src);
     }
     static const char *const fresh[][4] = {
         {"pts", "devpts", "newinstance,ptmxmode=0666,mode=620", "n"},
@@ -348,10 +462,15 @@ static void make_dev(int rootfd, const char *target)
     close(dev);
 }
 
-static const char *const proc_covered[] = {"/sys", "/sysrq-trigger", "/irq", "/bus", "/fs"};
+static const char *const proc_covered[] = {"sys", "sysrq-trigger", "irq", "bus", "fs"};
 
 /* A fresh /proc for the new pid namespace, with the host-wide knobs in it
- * made read-only (as root-mapped sandboxes would otherwise own them). */
+ * made read-only (as root-mapped sandboxes would otherwise own them).  Each
+ * knob is bound onto itself: cloned by name from the fresh proc's root and
+ * moved back onto the same name, so neither needs a path lookup from the
+ * new root nor a mount point made.  The names are fixed procfs entries, none
+ * of them a symlink (AT_SYMLINK_NOFOLLOW, and move_mount never follows a
+ * final symlink without MOVE_MOUNT_T_SYMLINKS). */
 static void make_proc(int rootfd, const char *target)
 {
     char path[4096];
@@ -359,24 +478,35 @@ static void make_proc(int rootfd, const char *target)
     if (tlen + 32 >= sizeof path)
         iso_die("proc", target, ENAMETOOLONG);
     mount_fresh(rootfd, target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    int proc = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
+    CHECK(proc, "open", target);
     memcpy(path, target, tlen);
+    path[tlen] = '/';
     for (size_t i = 0; i < sizeof proc_covered / sizeof proc_covered[0]; i++) {
-        memcpy(path + tlen, proc_covered[i], strlen(proc_covered[i]) + 1);
-        int src = openat2_in_root(rootfd, path, O_PATH);
-        if (src < 0 && errno == ENOENT)
+        const char *name = proc_covered[i];
+        memcpy(path + tlen + 1, name, strlen(name) + 1);
+        int tree = (int)syscall(SYS_open_tree, proc, name, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC |
+                                                               AT_RECURSIVE | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
+        if (tree < 0 && errno == ENOENT)
             continue;
-        CHECK(src, "open", path);
-        bind_tree(rootfd, src, path, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
-                                         ISO_MOUNT_ATTR_NOEXEC);
-        close(src);
+        CHECK(tree, "open_tree", path);
+        CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
+                                 ISO_MOUNT_ATTR_NOEXEC, 1),
+              "mount_setattr", path);
+        CHECK(syscall(SYS_move_mount, tree, "", proc, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", path);
+        verify_read_only(tree, path);
+        close(tree);
     }
+    close(proc);
 }
 
 /* ---- the steps ------------------------------------------------------------- */
 
 static void setup_mounts(const struct iso_config *cfg)
 {
-    /* Bind sources are opened first, while the host tree is unobstructed. */
+    /* Bind sources are opened first, while the host tree is unobstructed.
+     * (Only opened: cloned now, their mount ids, hence their order in
+     * mountinfo, would come before the new root's.) */
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct iso_mount *m = &cfg->mounts[i];
         cfg->scratch[i] = -1;
@@ -401,11 +531,8 @@ static void setup_mounts(const struct iso_config *cfg)
         const struct iso_mount *m = &cfg->mounts[i];
         switch (m->kind) {
         case ISO_MOUNT_RO_BIND:
-            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID |
-                                                              ISO_MOUNT_ATTR_NODEV);
-            break;
         case ISO_MOUNT_RW_BIND:
-            bind_tree(rootfd, cfg->scratch[i], m->target, ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV);
+            bind_tree(rootfd, cfg->scratch[i], m->target, m->kind == ISO_MOUNT_RO_BIND);
             break;
         case ISO_MOUNT_TMPFS:
             mount_fresh(rootfd, m->target, "tmpfs", MS_NOSUID | MS_NODEV,
@@ -438,16 +565,12 @@ static void setup_mounts(const struct iso_config *cfg)
     CHECK(syscall(SYS_pivot_root, ".", "."), "pivot_root", "/tmp/root");
     CHECK(umount2(".", MNT_DETACH), "detach old root", "/");
     CHECK(chdir("/"), "chdir", "/");
-    close(rootfd);
-    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    CHECK(root, "open", "/");
-    CHECK(set_attr(root, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 0), "mount_setattr",
+    /* rootfd was opened on the new root's mount, which "/" is now (nothing
+     * is stacked on it since the old root is gone): no need to open "/". */
+    CHECK(set_attr(rootfd, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV, 0), "mount_setattr",
           "/");
-    struct statvfs sv;
-    CHECK(fstatvfs(root, &sv), "fstatvfs", "/");
-    if (!(sv.f_flag & ST_RDONLY))
-        iso_die("verify read-only mount", "/", EPERM);
-    close(root);
+    verify_read_only(rootfd, "/");
+    close(rootfd);
 }
 
 static void loopback_up(void)
