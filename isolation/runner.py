@@ -157,8 +157,10 @@ class Sandbox:
                     sel.register(stdin_fd, selectors.EVENT_WRITE)
                 else:
                     self._close_stdin()
+            # Readable once the backend knows the sandbox's end (its own report, or the exit).
+            exit_fd = getattr(self._child, "exit_fd", self._pidfd)
             if exited_at is None:
-                sel.register(self._pidfd, selectors.EVENT_READ)
+                sel.register(exit_fd, selectors.EVENT_READ)
             while True:
                 pipes_open = len(sel.get_map()) - (1 if exited_at is None else 0)
                 if pipes_open == 0 and exited_at is not None:
@@ -172,7 +174,7 @@ class Sandbox:
                     break
                 for key, _ in sel.select(None if limit is None else limit - now):
                     fd = int(key.fd)
-                    if fd == self._pidfd:
+                    if fd == exit_fd:
                         sel.unregister(fd)
                         self.poll()
                         exited_at = time.monotonic()

@@ -15,9 +15,10 @@
  *       worker, which restricts itself (Landlock with RULESET_FD unless -1,
  *       seccomp) and executes it; the status pipe comes with the command.
  *
- * Then: forward every catchable signal to the worker, reap every orphan,
- * write the worker's wait status (4 bytes, native order) to the status pipe
- * and exit; the kernel then kills whatever is left in the pid namespace.
+ * Then: forward every catchable signal to the worker and reap every orphan.
+ * When the worker has ended: kill and reap what is left, write a report (the
+ * worker's wait status and the rusage of everything reaped, struct
+ * iso_report) to the status pipe, and exit.
  */
 
 #define _GNU_SOURCE
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -94,6 +96,31 @@ static pid_t run_prepared(int ruleset_fd, int *status_fd)
     return worker;
 }
 
+/* The command has ended: end every other process of the sandbox and reap
+ * it, then report.  So once the caller has the report, nothing of the
+ * sandbox runs any more; only this process's exit (the kernel tearing down
+ * the namespaces) is left, and the caller need not wait for it. */
+static void __attribute__((noreturn)) report(int status_fd, int status)
+{
+    kill(-1, SIGKILL); /* every process of this pid namespace but pid 1 */
+    while (waitpid(-1, NULL, 0) > 0)
+        ;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    getrusage(RUSAGE_CHILDREN, &ru);
+    struct iso_report rep = {
+        .status = (uint32_t)status,
+        .utime_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec,
+        .stime_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec,
+        .maxrss_kib = (uint64_t)ru.ru_maxrss,
+    };
+    ssize_t n;
+    do
+        n = write(status_fd, &rep, sizeof rep);
+    while (n < 0 && errno == EINTR);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 int main(int argc, char **argv)
 {
     /* First: the command (same uid) must not be able to inspect or write
@@ -120,12 +147,7 @@ int main(int argc, char **argv)
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
             if (pid != worker)
                 continue;
-            uint32_t st = (uint32_t)status;
-            ssize_t n;
-            do
-                n = write(status_fd, &st, sizeof st);
-            while (n < 0 && errno == EINTR);
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            report(status_fd, status);
         }
         siginfo_t si;
         int sig = sigwaitinfo(&all, &si);

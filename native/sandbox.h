@@ -85,9 +85,18 @@ struct iso_error {
     int err;
 };
 
+/* What isolation-init writes on the status pipe once the sandbox is empty. */
+struct iso_report {
+    uint32_t status;      /* the command's wait status */
+    uint32_t reserved;
+    uint64_t utime_us;    /* of every process init reaped */
+    uint64_t stime_us;
+    uint64_t maxrss_kib;  /* the largest of them */
+};
+
 struct iso_started {
     int pid;          /* our init (pid 1 inside), or the command itself without a pid namespace */
-    int status_fd;    /* read end: init writes the command's wait status (4 bytes) */
+    int status_fd;    /* read end: init writes a struct iso_report */
     struct iso_error error;
 };
 

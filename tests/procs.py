@@ -41,12 +41,11 @@ def child_pids() -> list[int]:
 
 def fd_table() -> dict[str, str]:
     """The test process's descriptors and what each refers to, after the native
-    backend's prepared sandboxes and namespaces are released (their descriptors
-    and processes come and go)."""
-    from isolation.backends import nspool, prepared
+    backend has settled (prepared sandboxes and namespaces released, every init
+    reaped: their descriptors and processes come and go)."""
+    from isolation.backends import native
 
-    prepared.release()
-    nspool.release()
+    native.settle()
     table = {}
     for fd in os.listdir("/proc/self/fd"):
         try:

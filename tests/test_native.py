@@ -15,6 +15,7 @@ from procs import child_pids
 
 import isolation
 from isolation import IsolationPolicy
+from isolation.backends import native
 from isolation.backends.base import Stdio
 from isolation.backends.native import PRETEND_ENV, UNLISTED_ENV, NativeBackend
 from isolation.errors import IsolationUnavailable, SandboxSetupError
@@ -361,7 +362,6 @@ def _prepared_pids() -> list[int]:
 
 
 def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
-    from isolation.backends import prepared
 
     py("pass")
     deadline = time.monotonic() + 5
@@ -372,7 +372,7 @@ def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
     # It is pid 1 of its own namespaces, not in the caller's.
     assert os.readlink(f"/proc/{waiting[0]}/ns/pid") != os.readlink("/proc/self/ns/pid")
     assert os.readlink(f"/proc/{waiting[0]}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    prepared.release()
+    native.settle()
     assert _prepared_pids() == [] and child_pids() == []
 
 
@@ -411,6 +411,7 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     before = _prepared_pids()
     (data / "f").write_text("newer")
     assert py(probe, policy).stdout == b"newer\n"
+    native.settle()
     assert before and before[0] not in child_pids()  # that one ran (and is gone)
     assert checks == [False, True]
     prepared.release()

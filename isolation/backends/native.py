@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import resource
+import queue
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -122,6 +123,55 @@ def _pids_cgroup(parent: str, max_tasks: int) -> tuple[PidsCgroup, int]:
         ) from None
 
 
+class _Reaper:
+    """Reaps sandboxes' inits after they have reported: the command and every
+    process of the sandbox are gone by then, and what is left of the exit
+    (the kernel tearing down the namespaces, ~0.5 ms) need not hold up the caller."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def adopt(self, pid: int) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
+                self._thread.start()
+        self._queue.put(pid)
+
+    def _run(self) -> None:
+        while True:
+            pid = self._queue.get()
+            try:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Return once every adopted init has been reaped."""
+        self._queue.join()
+
+    def _after_fork_in_child(self) -> None:
+        self._queue = queue.Queue()  # the parent's inits are not this process's children
+        self._thread = None
+        self._lock = threading.Lock()
+
+
+REAPER = _Reaper()
+os.register_at_fork(after_in_child=REAPER._after_fork_in_child)
+REPORT = struct.Struct("=IIQQQ")  # struct iso_report: status, reserved, utime and stime in µs, maxrss in KiB
+
+
+def settle() -> None:
+    """Let prepared sandboxes and namespaces go and wait until every init has been
+    reaped: afterwards the caller holds no process or descriptor of this backend."""
+    prepared.release()
+    nspool.release()
+    REAPER.drain()
+
+
 class NativeChild:
     """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status."""
 
@@ -140,30 +190,41 @@ class NativeChild:
         self._status_fd = status_fd
         self._group = group  # no pid namespace: the command leads its own process group
         self._cleanup = cleanup
-        self._rusage: resource.struct_rusage | None = None
+        self._usage: Usage | None = None
         self._pidfd = os.pidfd_open(pid)
         self._lock = threading.Lock()
         self.returncode: int | None = None
+        # With a pid namespace, init reports once the sandbox is empty and is reaped in the
+        # background; with a cgroup to remove, its exit is waited for (it is still in it).
+        self._early = not group and cgroup is None and status_fd >= 0
+        if status_fd >= 0:
+            os.set_blocking(status_fd, False)
 
     @property
     def pid(self) -> int:
         return self._pid
 
-    def _finish(self, status: int) -> int:
-        reported = b""
+    @property
+    def exit_fd(self) -> int:
+        """Readable once the sandbox's end is known (poll() then returns it)."""
+        return self._status_fd if self._early and self._status_fd >= 0 else self._pidfd
+
+    def _read_report(self) -> bytes | None:
+        """The report, b"" if init ended without one, None if not there yet."""
+        try:
+            return os.read(self._status_fd, REPORT.size)
+        except BlockingIOError:
+            return None
+
+    def _finish(self, status: int, reaped: bool) -> int:
+        self.returncode = os.waitstatus_to_exitcode(status)
         if self._status_fd >= 0:
-            try:
-                os.set_blocking(self._status_fd, False)
-                reported = os.read(self._status_fd, 4)
-            except BlockingIOError:
-                pass
             os.close(self._status_fd)
             self._status_fd = -1
-        if len(reported) == 4:
-            status = int.from_bytes(reported, "little")
-        self.returncode = os.waitstatus_to_exitcode(status)
         os.close(self._pidfd)
         self._pidfd = -1
+        if not reaped:
+            REAPER.adopt(self._pid)
         if self._group:  # what the command left in its process group goes with it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pid, signal.SIGKILL)
@@ -182,37 +243,50 @@ class NativeChild:
     def _reap(self) -> int | None:
         # One reaper at a time: the runner's output thread and a caller's wait() may race.
         with self._lock:
-            if self.returncode is None:
-                pid, status, ru = os.wait4(self._pid, os.WNOHANG)
-                if pid != self._pid:
+            if self.returncode is not None:
+                return self.returncode
+            if self._early:
+                report = self._read_report()
+                if report is None:
                     return None
-                self._rusage = ru
-                self._finish(status)
-            return self.returncode
+                if len(report) == REPORT.size:  # the sandbox is empty; init's exit is left to the reaper
+                    status = self._take_report(report)
+                    return self._finish(status, reaped=os.wait4(self._pid, os.WNOHANG)[0] == self._pid)
+                self._early = False  # init ended without a report (killed): wait for its exit
+            pid, status, ru = os.wait4(self._pid, os.WNOHANG)
+            if pid != self._pid:
+                return None
+            report = self._read_report() if self._status_fd >= 0 else None
+            if report is not None and len(report) == REPORT.size:
+                status = self._take_report(report)
+            else:  # no report: the rusage of our child (the command, or an init killed early)
+                self._usage = Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
+            return self._finish(status, reaped=True)
+
+    def _take_report(self, report: bytes) -> int:
+        status, _, utime, stime, maxrss = REPORT.unpack(report)
+        self._usage = Usage(cpu_time=(utime + stime) / 1e6, peak_rss=maxrss * 1024)
+        return int(status)
 
     def poll(self) -> int | None:
         return self._reap()
 
     def usage(self) -> Usage | None:
-        """CPU time and peak RSS of every process of the sandbox: isolation-init
-        reaps them all, so its rusage as a waited-for child covers the whole tree
-        (up to a SIGKILL of init, which loses what it had not reaped yet)."""
-        ru = self._rusage
-        if ru is None:
-            return None
-        return Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
+        """CPU time and peak RSS of every process of the sandbox, as isolation-init
+        reported them (it reaps them all); None when init was killed before reporting."""
+        return self._usage
 
     def wait(self, timeout: float | None = None) -> int:
-        # Block on the pidfd, never inside the lock: kill() from another thread must get through.
+        # Block on the report or the pidfd, never inside the lock: kill() from another thread must get through.
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         while (rc := self._reap()) is None:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise subprocess.TimeoutExpired("sandbox", timeout or 0.0)
             with self._lock:
-                fd = os.dup(self._pidfd) if self._pidfd >= 0 else -1
+                fd = os.dup(self.exit_fd) if self.returncode is None else -1
             if fd < 0:
-                continue  # reaped meanwhile
+                continue  # ended meanwhile
             try:
                 p = select.poll()  # not select(): descriptors above 1023 are common under load
                 p.register(fd, select.POLLIN)
