@@ -292,7 +292,8 @@ def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pyt
 
         def take(*args: object) -> object:
             got = real(*args)
-            used[name] += got is not None
+            sandbox = got[0] if isinstance(got, tuple) else got  # prepared: (sandbox, ticket)
+            used[name] += sandbox is not None
             return got
 
         monkeypatch.setattr(pool, "take", take)

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -183,8 +184,10 @@ class NativeChild:
         group: bool = False,
         cleanup: _Layout | None = None,
         cgroup: PidsCgroup | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._pid = pid
+        self._on_end = on_end
         self._cgroup = cgroup
         self._refused_forks = 0
         self._status_fd = status_fd
@@ -234,6 +237,8 @@ class NativeChild:
         if cgroup is not None:  # init has exited: the kernel has killed the rest
             self._refused_forks = cgroup.refused_forks()
             cgroup.remove()
+        if self._on_end is not None:
+            self._on_end()
         return self.returncode
 
     def limits_hit(self) -> tuple[str, ...]:
@@ -421,10 +426,11 @@ class NativeBackend:
 
         # A sandbox built ahead of demand for this policy (see prepared.py), if one is ready.
         ready: prepared.PreparedSandbox | None = None
+        ticket: object = None
         if flags & lib.ISO_F_PIDNS and flags & lib.ISO_F_MOUNTNS:
             blueprint = (flags & ~lib.ISO_F_SECCOMP, static, plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside)
             build = functools.partial(_build_prepared, layout, static, plan.uid, plan.gid, flags)
-            ready = prepared.POOL.take(blueprint, build)
+            ready, ticket = prepared.POOL.take(blueprint, build)
             if ready is not None and not ready.fresh():
                 ready.discard()
                 ready = None
@@ -457,6 +463,8 @@ class NativeBackend:
                 cgroup.remove()
             if ready is not None:
                 ready.discard()
+            if ticket is not None:
+                prepared.POOL.done(ticket)
             raise
         finally:
             for fd in (init_fd, procs_fd, *ns_fds):
@@ -469,6 +477,8 @@ class NativeBackend:
                 ready.discard()
         if rc != 0 and cgroup is not None:
             cgroup.remove()
+        if rc != 0 and ticket is not None:
+            prepared.POOL.done(ticket)
         if rc != 0:
             step = ffi.string(out.error.step).decode(errors="replace")
             path = ffi.string(out.error.path).decode(errors="replace")
@@ -481,7 +491,12 @@ class NativeBackend:
                 errno=err,
             )
         child = NativeChild(
-            int(out.pid), int(out.status_fd), group=not (flags & lib.ISO_F_PIDNS), cleanup=layout, cgroup=cgroup
+            int(out.pid),
+            int(out.status_fd),
+            group=not (flags & lib.ISO_F_PIDNS),
+            cleanup=layout,
+            cgroup=cgroup,
+            on_end=None if ticket is None else functools.partial(prepared.POOL.done, ticket),
         )
         return Launched(child, tuple(enforced), tuple(missing))
 

@@ -41,6 +41,7 @@ ENV = "ISOLATION_PREPARED_SANDBOXES"
 DEFAULT_SIZE = 1
 KEYS = 4
 IDLE_SECONDS = 60.0
+STARTUP = 0.05  # a run this old is no longer starting
 
 
 def _size() -> int:
@@ -93,17 +94,24 @@ class PreparedPool:
         self._wanted: dict[Hashable, tuple[Builder, float]] = {}  # key -> (builder, last use)
         self._thread: threading.Thread | None = None
         self._generation = 0
+        # Native runs in flight (ticket -> start time): sandboxes are built only while none
+        # is starting, so a build never competes with a run for the CPU; back to back, runs
+        # build their own (it would cost them more to wait), idle moments prepare the next.
+        self._running: dict[object, float] = {}
         # Held while a sandbox is built and recorded: fork() waits for it.
         self._making = threading.Lock()
 
-    def take(self, key: Hashable, build: Builder) -> PreparedSandbox | None:
-        """A prepared sandbox for `key`, now the caller's (run it or discard it); None if none is ready.
-        Either way, one is built for the next call in the background."""
+    def take(self, key: Hashable, build: Builder) -> tuple[PreparedSandbox | None, object]:
+        """A prepared sandbox for `key`, now the caller's (run it or discard it), or None;
+        and a ticket to pass to `done` when the run has ended. Either way, one is built for
+        the next call once nothing is starting."""
+        ticket = object()
         size = _size()
         if size == 0:
-            return None
+            return None, ticket
         evicted: list[PreparedSandbox] = []
         with self._cond:
+            self._running[ticket] = time.monotonic()
             ready = self._ready.get(key)
             found = ready.popleft() if ready else None
             self._wanted[key] = (build, time.monotonic())
@@ -118,10 +126,20 @@ class PreparedPool:
                     target=self._refill, args=(self._generation,), name="isolation-prepare", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
         for sandbox in evicted:
             sandbox.discard()
-        return found
+        return found, ticket
+
+    def done(self, ticket: object) -> None:
+        """The run `take` gave `ticket` to has ended (or failed to start)."""
+        with self._cond:
+            if self._running.pop(ticket, None) is not None and not self._running:
+                self._cond.notify()
+
+    def _starting_until(self, now: float) -> float:
+        """When no run will count as starting any more (now if none does); a run older
+        than STARTUP is a long one, not a reason to hold back."""
+        return max((start + STARTUP for start in self._running.values()), default=now)
 
     def _next(self) -> tuple[Hashable, Builder] | None:
         size = _size()
@@ -143,8 +161,13 @@ class PreparedPool:
         while True:
             with self._cond:
                 job = None
-                while self._generation == generation and (job := self._next()) is None:
-                    self._cond.wait(IDLE_SECONDS / 2)
+                while self._generation == generation:
+                    job = self._next()
+                    now = time.monotonic()
+                    until = self._starting_until(now)
+                    if job is not None and until <= now:
+                        break
+                    self._cond.wait(IDLE_SECONDS / 2 if job is None else until - now)
                     gone = self._expire()
                     if gone:
                         self._cond.release()
@@ -200,6 +223,7 @@ class PreparedPool:
                     sandbox.close_control()
         self._ready = collections.OrderedDict()
         self._wanted = {}
+        self._running = {}
         self._thread = None
         self._generation += 1
 
