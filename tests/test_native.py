@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -259,12 +260,13 @@ NS_PROBE = (
 )
 
 
-def _namespaces_seen(runs: int) -> list[str]:
+def _namespaces_seen(runs: int, before_each: Callable[[], object] = lambda: None) -> list[str]:
     """What `runs` sandboxes alive at the same time see (a freed namespace's number is reused)."""
     code = NS_PROBE + "; import sys, time; sys.stdout.flush(); time.sleep(60)"
     alive, seen = [], []
     try:
         for _ in range(runs):
+            before_each()
             sb = isolation.spawn([PYTHON, "-c", code], backend="native")
             alive.append(sb)
             assert sb.stdout is not None
@@ -298,10 +300,16 @@ def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pyt
 
         monkeypatch.setattr(pool, "take", take)
 
+    native.settle()  # no sandbox prepared for another test's policy
     spy(prepared.POOL, "prepared-sandboxes")
     spy(nspool.POOL, "prepared-namespaces")
     py("pass")  # the first run starts the pools
-    seen = _namespaces_seen(12)
+
+    def prepared_one_ready() -> None:  # the pool builds while no run is starting
+        if mode == "prepared-sandboxes":
+            _wait_for(lambda: any(prepared.POOL._ready.values()))
+
+    seen = _namespaces_seen(12, prepared_one_ready)
     ids = [line.split()[:3] for line in seen]
     host = [os.readlink(f"/proc/self/ns/{n}") for n in ("user", "net", "ipc")]
     for kind in range(3):
@@ -358,8 +366,22 @@ def _namespace_fds() -> list[str]:
     return found
 
 
+def _wait_for(check: Callable[[], bool], bound: float = 5.0) -> bool:
+    deadline = time.monotonic() + bound
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return check()
+
+
 def _prepared_pids() -> list[int]:
-    return [pid for pid in child_pids() if b"--prepared" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    found = []
+    for pid in child_pids():
+        try:
+            if b"--prepared" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return found
 
 
 def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:

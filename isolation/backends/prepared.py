@@ -126,6 +126,7 @@ class PreparedPool:
                     target=self._refill, args=(self._generation,), name="isolation-prepare", daemon=True
                 )
                 self._thread.start()
+            self._cond.notify()  # the thread works out when it may build the next one
         for sandbox in evicted:
             sandbox.discard()
         return found, ticket
