@@ -23,6 +23,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,8 +43,20 @@ static uint64_t message[ISO_PREPARED_MAX / sizeof(uint64_t) + 1]; /* 8-byte alig
 static const char *strings[ISO_PREPARED_STRINGS];
 
 /* Receive the command, start the worker; returns its pid and sets *status_fd. */
+/* The worker shares init's memory until its execve (vfork semantics): no
+ * page tables are copied; it runs on this stack, init waits meanwhile. */
+static char worker_stack[64 * 1024] __attribute__((aligned(16)));
+
+static int worker_main(void *arg)
+{
+    iso_exec_command((const struct iso_exec *)arg);
+}
+
 static pid_t run_prepared(int ruleset_fd, int *status_fd)
 {
+    /* Off the command's path: SIG_IGN dispositions inherited from the caller
+     * survived this program's execve; the worker starts with them all SIG_DFL. */
+    iso_default_handlers();
     union {
         struct cmsghdr align;
         char bytes[CMSG_SPACE(sizeof(int) * ISO_PREPARED_FDS)];
@@ -76,17 +89,16 @@ static pid_t run_prepared(int ruleset_fd, int *status_fd)
         iso_die("receive command", NULL, EINVAL);
     for (int i = 0; i < 3; i++)
         e.stdio[i] = fds[i];
+    e.handlers_default = 1;
     e.die_with_parent = 1;
     e.drop_caps_upto = -1; /* none left since this sandbox was built */
     e.landlock_fd = ruleset_fd;
     /* Join the caller's cgroup for this sandbox before the command exists. */
     if (nfds == 6 && write(fds[5], "0", 1) != 1)
         iso_die("join cgroup", "cgroup.procs", errno);
-    pid_t worker = fork();
-    if (worker == 0)
-        iso_exec_command(&e);
+    pid_t worker = clone(worker_main, worker_stack + sizeof worker_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &e);
     if (worker < 0)
-        iso_die("fork(worker)", NULL, errno);
+        iso_die("clone(worker)", NULL, errno);
     for (size_t i = 0; i < nfds; i++)
         if (i != 4)
             close(fds[i]);

@@ -75,7 +75,7 @@ void iso_drop_capabilities(int cap_last_cap)
     CHECK(syscall(SYS_capset, &hdr, data), "capset", NULL);
 }
 
-static void reset_signals(void)
+void iso_default_handlers(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -83,9 +83,6 @@ static void reset_signals(void)
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             sigaction(sig, &sa, NULL); /* EINVAL for the libc-reserved ones: harmless */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 /* Move the three stdio fds into place even when they collide with 0-2. */
@@ -104,7 +101,11 @@ static void setup_stdio(const int stdio[3])
 
 void iso_exec_command(const struct iso_exec *e)
 {
-    reset_signals();
+    if (!e->handlers_default)
+        iso_default_handlers();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (setsid() < 0 && errno != EPERM)
         iso_die("setsid", NULL, errno);
     if (e->die_with_parent)

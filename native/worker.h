@@ -37,6 +37,7 @@ struct iso_exec {
     int stdio[3];
     const struct iso_rlimit *rlimits;
     int n_rlimits;
+    int handlers_default;  /* every disposition is SIG_DFL already (else: reset them) */
     int die_with_parent;   /* PR_SET_PDEATHSIG(SIGKILL) */
     int drop_caps_upto;    /* >= 0: drop every capability (cap_last_cap) after the rlimits */
     int landlock_fd;       /* >= 0: a Landlock ruleset to restrict this process with */
@@ -50,6 +51,9 @@ struct iso_exec {
 void __attribute__((noreturn)) iso_exec_command(const struct iso_exec *e);
 
 void iso_drop_capabilities(int cap_last_cap);
+
+/* Every signal disposition back to SIG_DFL (SIG_IGN survives execve). */
+void iso_default_handlers(void);
 
 /* A command for a prepared sandbox, as one SOCK_SEQPACKET message: a head,
  * the rlimits, the seccomp program, then exe, cwd, argv and envp as

@@ -4,6 +4,7 @@ its degradation ladder; each attack has a control where the same probe succeeds.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -438,3 +439,23 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     assert before and before[0] not in child_pids()  # that one ran (and is gone)
     assert checks == [False, True]
     prepared.release()
+
+
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
+def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The caller (Python) ignores SIGPIPE; the command must not inherit that, nor a blocked signal."""
+    from isolation.backends import prepared
+
+    if mode == "on-demand":
+        monkeypatch.setenv(prepared.ENV, "0")
+    native.settle()
+    probe = "grep -E '^Sig(Ign|Blk)' /proc/self/status; tr '\\0' ' ' < /proc/1/cmdline"
+    py("pass")
+    if mode == "prepared-sandboxes":
+        assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    res = isolation.run(["sh", "-c", probe], backend="native")
+    lines = res.stdout.decode().splitlines()
+    assert lines[:2] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], lines
+    assert ("--prepared" in lines[2]) == (mode == "prepared-sandboxes")  # control: the path it names
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # control: the caller does ignore it
+    native.settle()
