@@ -242,10 +242,22 @@ def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
     return tuple(mounts)
 
 
+# Where argv[0] was found, per (mounts, PATH, cwd, name): walking the plan's mounts and the
+# host's symlinks is the costly part of planning; a hit is re-checked to still be executable.
+_found: dict[tuple[tuple[Mount, ...], str, str, str], tuple[str, str]] = {}
+
+
 def with_command_checked(plan: SandboxPlan) -> SandboxPlan:
     """`plan` with its executable found; refuses, before anything is spawned,
     a command the sandbox could not execute."""
-    found = plan.find_executable(plan.argv[0])
+    key = (plan.mounts, plan.env_dict.get("PATH", DEFAULT_PATH), plan.cwd, plan.argv[0])
+    found = _found.get(key)
+    if found is None or not (os.path.isfile(found[1]) and os.access(found[1], os.X_OK)):
+        found = plan.find_executable(plan.argv[0])
+        if found is not None:
+            if len(_found) >= 256:
+                _found.clear()
+            _found[key] = found
     if found is None:
         check_command(plan)  # raises, naming why
         raise CommandNotFound(f"command {plan.argv[0]!r} is not executable inside the sandbox")
