@@ -459,3 +459,20 @@ def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.Mon
     assert ("--prepared" in lines[2]) == (mode == "prepared-sandboxes")  # control: the path it names
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # control: the caller does ignore it
     native.settle()
+
+
+def test_a_prepared_sandbox_killed_while_waiting_is_replaced_by_one_built_on_demand() -> None:
+    from isolation.backends import prepared
+
+    native.settle()
+    py("pass")
+    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    os.kill(waiting.pid, signal.SIGKILL)
+    _wait_for(lambda: Path(f"/proc/{waiting.pid}/stat").read_text().split()[2] == "Z")
+    res = py("print('ran')")
+    assert (res.returncode, res.stdout) == (0, b"ran\n"), res
+    # Control: it was the one the run took (it is gone from the pool, reaped).
+    assert all(waiting is not s for q in prepared.POOL._ready.values() for s in q)
+    native.settle()
+    assert waiting.pid not in child_pids()

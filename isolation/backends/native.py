@@ -441,8 +441,6 @@ class NativeBackend:
         procs_fd = -1
         ns_fds: nspool.Fds = (-1, -1, -1)
         try:
-            if flags & lib.ISO_F_PIDNS and ready is None:
-                init_fd = _open_init()
             cfg.init_fd = init_fd
             if pids_parent is not None and max_pids is not None:
                 cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
@@ -451,7 +449,14 @@ class NativeBackend:
             if ready is not None:
                 rc = lib.iso_run_prepared(ready.control_fd, cfg, out)
                 out.pid = ready.pid
-            else:
+                if rc != 0 and ffi.string(out.error.step) == b"send command":
+                    # It was gone before it got the command (killed from outside): build one now.
+                    ready.discard()
+                    ready = None
+                    out = ffi.new("struct iso_started *")
+            if ready is None:
+                if flags & lib.ISO_F_PIDNS and init_fd < 0:
+                    init_fd = cfg.init_fd = _open_init()
                 if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
                     # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
                     ns_key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)

@@ -182,7 +182,10 @@ class PreparedPool:
             key, build = job
             unused: PreparedSandbox | None = None
             with self._making:
-                built = build()  # outside the condition's lock; cffi releases the GIL meanwhile
+                try:
+                    built = build()  # outside the condition's lock; cffi releases the GIL meanwhile
+                except Exception:  # noqa: BLE001 - e.g. out of descriptors: a run built on demand will say
+                    built = None
                 with self._cond:
                     if built is None:  # it could not be built: stop until the next take says why
                         self._wanted.pop(key, None)
