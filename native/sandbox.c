@@ -775,6 +775,33 @@ static void fail(struct iso_started *out, const char *step, const char *path, in
     out->error.err = err;
 }
 
+/* Read the setup report on the error pipe until EOF.  0: EOF, nothing
+ * reported (every process that held the pipe executed or exited); -1: a
+ * (step, path, errno) record, or a torn one, is in out->error. */
+static int read_setup_report(int fd, struct iso_started *out)
+{
+    struct iso_error rec;
+    size_t got = 0;
+    while (got < sizeof rec) {
+        ssize_t n = read(fd, (char *)&rec + got, sizeof rec - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got == 0)
+        return 0;
+    if (got == sizeof rec) {
+        out->error = rec;
+        out->error.step[sizeof rec.step - 1] = '\0';
+        out->error.path[sizeof rec.path - 1] = '\0';
+    } else {
+        fail(out, "read setup report", NULL, EIO);
+    }
+    return -1;
+}
+
 struct child_args {
     const struct iso_config *cfg;
     int err_fd;
@@ -889,28 +916,12 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
         goto fail;
     }
 
-    struct iso_error rec;
-    size_t got = 0;
-    while (got < sizeof rec) {
-        ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    if (got == 0 && pid <= 0) { /* the joiner was killed before it reported */
+    int reported = read_setup_report(err_pipe[0], out);
+    if (reported == 0 && pid <= 0) { /* the joiner was killed before it reported */
         fail(out, "clone", NULL, ECHILD);
         goto fail;
     }
-    if (got != 0) {
-        if (got == sizeof rec) {
-            out->error = rec;
-            out->error.step[sizeof rec.step - 1] = '\0';
-            out->error.path[sizeof rec.path - 1] = '\0';
-        } else {
-            fail(out, "read setup report", NULL, EIO);
-        }
+    if (reported != 0) {
         if (pid > 0) {
             kill(pid, SIGKILL);
             while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -1097,26 +1108,8 @@ int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_st
     status_pipe[1] = -1;
 
     /* EOF: the command was executed (or the sandbox died, which its exit status tells). */
-    struct iso_error rec;
-    size_t got = 0;
-    while (got < sizeof rec) {
-        ssize_t n = read(err_pipe[0], (char *)&rec + got, sizeof rec - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    if (got != 0) {
-        if (got == sizeof rec) {
-            out->error = rec;
-            out->error.step[sizeof rec.step - 1] = '\0';
-            out->error.path[sizeof rec.path - 1] = '\0';
-        } else {
-            fail(out, "read setup report", NULL, EIO);
-        }
+    if (read_setup_report(err_pipe[0], out) != 0)
         goto fail;
-    }
     close(err_pipe[0]);
     out->status_fd = status_pipe[0];
     return 0;
