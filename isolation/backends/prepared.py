@@ -27,28 +27,21 @@ child processes and descriptors; the pool refills on next use).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Hashable
 
 import attrs
+
+from isolation.backends.pool import BackgroundPool
 
 ENV = "ISOLATION_PREPARED_SANDBOXES"
 DEFAULT_SIZE = 1
 KEYS = 4
 IDLE_SECONDS = 60.0
 STARTUP = 0.05  # a run this old is no longer starting
-
-
-def _size() -> int:
-    try:
-        return max(0, int(os.environ.get(ENV, DEFAULT_SIZE)))
-    except ValueError:
-        return DEFAULT_SIZE
 
 
 @attrs.define
@@ -87,46 +80,33 @@ class PreparedSandbox:
 Builder = Callable[[], "PreparedSandbox | None"]
 
 
-class PreparedPool:
+class PreparedPool(BackgroundPool[PreparedSandbox]):
+    env = ENV
+    default_size = DEFAULT_SIZE
+    idle_wait = IDLE_SECONDS / 2
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ready: collections.OrderedDict[Hashable, collections.deque[PreparedSandbox]] = collections.OrderedDict()
-        self._wanted: dict[Hashable, tuple[Builder, float]] = {}  # key -> (builder, last use)
-        self._thread: threading.Thread | None = None
-        self._generation = 0
+        super().__init__("isolation-prepare")
         # Native runs in flight (ticket -> start time): sandboxes are built only while none
         # is starting, so a build never competes with a run for the CPU; back to back, runs
         # build their own (it would cost them more to wait), idle moments prepare the next.
         self._running: dict[object, float] = {}
-        # Held while a sandbox is built and recorded: fork() waits for it.
-        self._making = threading.Lock()
 
     def take(self, key: Hashable, build: Builder) -> tuple[PreparedSandbox | None, object]:
         """A prepared sandbox for `key`, now the caller's (run it or discard it), or None;
         and a ticket to pass to `done` when the run has ended. Either way, one is built for
         the next call once nothing is starting."""
         ticket = object()
-        size = _size()
-        if size == 0:
+        if self.size() == 0:
             return None, ticket
         evicted: list[PreparedSandbox] = []
         with self._cond:
             self._running[ticket] = time.monotonic()
-            ready = self._ready.get(key)
-            found = ready.popleft() if ready else None
-            self._wanted[key] = (build, time.monotonic())
-            self._ready.setdefault(key, collections.deque())
-            self._ready.move_to_end(key)
+            found = self._pop(key, build)
             while len(self._ready) > KEYS:  # let the least recently used policy go
                 old, sandboxes = self._ready.popitem(last=False)
                 self._wanted.pop(old, None)
                 evicted.extend(sandboxes)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._refill, args=(self._generation,), name="isolation-prepare", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()  # the thread works out when it may build the next one
         for sandbox in evicted:
             sandbox.discard()
         return found, ticket
@@ -137,20 +117,11 @@ class PreparedPool:
             if self._running.pop(ticket, None) is not None and not self._running:
                 self._cond.notify()
 
-    def _starting_until(self, now: float) -> float:
-        """When no run will count as starting any more (now if none does); a run older
-        than STARTUP is a long one, not a reason to hold back."""
-        return max((start + STARTUP for start in self._running.values()), default=now)
+    def _hold_back(self, now: float) -> float:
+        # A run older than STARTUP is a long one, not a reason to hold back.
+        return max((start + STARTUP - now for start in self._running.values()), default=0.0)
 
-    def _next(self) -> tuple[Hashable, Builder] | None:
-        size = _size()
-        for key, (build, _) in self._wanted.items():
-            if len(self._ready.get(key, ())) < size:
-                return key, build
-        return None
-
-    def _expire(self) -> list[PreparedSandbox]:
-        now = time.monotonic()
+    def _expire(self, now: float) -> list[PreparedSandbox]:
         idle = [k for k, (_, last) in self._wanted.items() if now - last > IDLE_SECONDS]
         gone: list[PreparedSandbox] = []
         for key in idle:
@@ -158,84 +129,20 @@ class PreparedPool:
             gone.extend(self._ready.pop(key, ()))
         return gone
 
-    def _refill(self, generation: int) -> None:
-        while True:
-            with self._cond:
-                job = None
-                while self._generation == generation:
-                    job = self._next()
-                    now = time.monotonic()
-                    until = self._starting_until(now)
-                    if job is not None and until <= now:
-                        break
-                    self._cond.wait(IDLE_SECONDS / 2 if job is None else until - now)
-                    gone = self._expire()
-                    if gone:
-                        self._cond.release()
-                        try:
-                            for sandbox in gone:
-                                sandbox.discard()
-                        finally:
-                            self._cond.acquire()
-                if self._generation != generation or job is None:
-                    return
-            key, build = job
-            unused: PreparedSandbox | None = None
-            with self._making:
-                try:
-                    built = build()  # outside the condition's lock; cffi releases the GIL meanwhile
-                except Exception:  # noqa: BLE001 - e.g. out of descriptors: a run built on demand will say
-                    built = None
-                with self._cond:
-                    if built is None:  # it could not be built: stop until the next take says why
-                        self._wanted.pop(key, None)
-                    elif self._generation == generation and key in self._wanted:
-                        self._ready.setdefault(key, collections.deque()).append(built)
-                    else:
-                        unused = built
-            if unused is not None:
-                unused.discard()
+    def dispose(self, item: PreparedSandbox) -> None:
+        item.discard()
 
-    def release(self) -> None:
-        """Let every prepared sandbox go and stop the thread (a later take starts it again)."""
-        with self._cond:
-            thread, self._thread = self._thread, None
-            self._generation += 1
-            self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        with self._cond:
-            gone = [s for ready in self._ready.values() for s in ready]
-            self._ready.clear()
-            self._wanted.clear()
-        for sandbox in gone:
-            sandbox.discard()
-
-    def _before_fork(self) -> None:
-        self._making.acquire()
-
-    def _after_fork_in_parent(self) -> None:
-        self._making.release()
+    def forget(self, item: PreparedSandbox) -> None:
+        # The parent's sandboxes are the parent's children: only our copy of the socket goes.
+        with contextlib.suppress(OSError):
+            item.close_control()
 
     def _after_fork_in_child(self) -> None:
-        # The parent's sandboxes are the parent's children: only our copies of their sockets go.
-        self._making = threading.Lock()
-        self._cond = threading.Condition()
-        for ready in self._ready.values():
-            for sandbox in ready:
-                with contextlib.suppress(OSError):
-                    sandbox.close_control()
-        self._ready = collections.OrderedDict()
-        self._wanted = {}
+        super()._after_fork_in_child()
         self._running = {}
-        self._thread = None
-        self._generation += 1
 
 
 POOL = PreparedPool()
-os.register_at_fork(
-    before=POOL._before_fork, after_in_parent=POOL._after_fork_in_parent, after_in_child=POOL._after_fork_in_child
-)
 
 
 def release() -> None:
