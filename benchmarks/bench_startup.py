@@ -23,7 +23,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 # Idle time before each timed call, the same for every contender: what a backend does in
 # the background after a run (native: building the next sandbox) must not land on the next
 # contender's clock. Back-to-back cost is what bench_throughput measures.
-GAP = float(os.environ.get("BENCH_GAP_MS", "5")) / 1000
+GAP = float(os.environ.get("BENCH_GAP_MS", "10")) / 1000
 TRUE = ["/bin/true"]
 
 
@@ -62,8 +62,8 @@ def contenders() -> dict[str, Callable[[], object]]:
     raw = _bare(build_bwrap_command(strict, TRUE))
     return {
         "subprocess": lambda: subprocess.run(TRUE, check=True),
-        "native": lambda: isolation.run(TRUE, strict, backend="native"),
         "native-on-demand": _on_demand,
+        "native": lambda: isolation.run(TRUE, strict, backend="native"),
         "bwrap": lambda: isolation.run(TRUE, strict, backend="bwrap"),
         "bwrap-bare": lambda: subprocess.run(raw, check=True),
     }

@@ -42,6 +42,7 @@ DEFAULT_SIZE = 1
 KEYS = 4
 IDLE_SECONDS = 60.0
 STARTUP = 0.05  # a run this old is no longer starting
+FINISHING = 0.002  # after a run has ended, time for its caller to return the result
 
 
 @attrs.define
@@ -91,6 +92,7 @@ class PreparedPool(BackgroundPool[PreparedSandbox]):
         # is starting, so a build never competes with a run for the CPU; back to back, runs
         # build their own (it would cost them more to wait), idle moments prepare the next.
         self._running: dict[object, float] = {}
+        self._quiet_after = 0.0
 
     def take(self, key: Hashable, build: Builder) -> tuple[PreparedSandbox | None, object]:
         """A prepared sandbox for `key`, now the caller's (run it or discard it), or None;
@@ -114,12 +116,16 @@ class PreparedPool(BackgroundPool[PreparedSandbox]):
     def done(self, ticket: object) -> None:
         """The run `take` gave `ticket` to has ended (or failed to start)."""
         with self._cond:
+            # Its caller is still returning the result: building now (Python first, with the
+            # GIL) would hold that up; the build starts FINISHING later.
+            self._quiet_after = time.monotonic() + FINISHING
             if self._running.pop(ticket, None) is not None and not self._running:
                 self._cond.notify()
 
     def _hold_back(self, now: float) -> float:
         # A run older than STARTUP is a long one, not a reason to hold back.
-        return max((start + STARTUP - now for start in self._running.values()), default=0.0)
+        starting = max((start + STARTUP - now for start in self._running.values()), default=0.0)
+        return max(starting, self._quiet_after - now)
 
     def _expire(self, now: float) -> list[PreparedSandbox]:
         idle = [k for k, (_, last) in self._wanted.items() if now - last > IDLE_SECONDS]
