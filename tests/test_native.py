@@ -476,3 +476,29 @@ def test_a_prepared_sandbox_killed_while_waiting_is_replaced_by_one_built_on_dem
     assert all(waiting is not s for q in prepared.POOL._ready.values() for s in q)
     native.settle()
     assert waiting.pid not in child_pids()
+
+
+def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
+    from isolation.backends import prepared
+
+    native.settle()
+    py("pass")
+    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    os.fstat(waiting.control_fd)  # control: the parent holds its socket
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                os.fstat(waiting.control_fd)
+                code = 2  # still open in the child
+            except OSError:
+                code = 0 if not any(prepared.POOL._ready.values()) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.fstat(waiting.control_fd)  # the parent's is untouched, and the sandbox still waits
+    assert waiting.pid in _prepared_pids()
+    native.settle()
