@@ -42,7 +42,6 @@
 static uint64_t message[ISO_PREPARED_MAX / sizeof(uint64_t) + 1]; /* 8-byte aligned for the rlimits */
 static const char *strings[ISO_PREPARED_STRINGS];
 
-/* Receive the command, start the worker; returns its pid and sets *status_fd. */
 /* The worker shares init's memory until its execve (vfork semantics): no
  * page tables are copied; it runs on this stack, init waits meanwhile. */
 static char worker_stack[64 * 1024] __attribute__((aligned(16)));
@@ -52,6 +51,7 @@ static int worker_main(void *arg)
     iso_exec_command((const struct iso_exec *)arg);
 }
 
+/* Receive the command, start the worker; returns its pid and sets *status_fd. */
 static pid_t run_prepared(int ruleset_fd, int *status_fd)
 {
     /* Off the command's path: SIG_IGN dispositions inherited from the caller

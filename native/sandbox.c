@@ -659,8 +659,8 @@ static void write_id_maps(const struct iso_config *cfg)
     CHECK(write_file("/proc/self/gid_map", map, len), "write id map", "/proc/self/gid_map");
 }
 
-/* Execute isolation-init (see init.c) as `isolation-init ARG` with `fd3` as
- * fd 3 and `fd4`, when >= 0, as fd 4; everything else closes, 0-2 become
+/* Execute isolation-init (see init.c) as `isolation-init ARG FD4` with `fd3`
+ * as fd 3 and `fd4`, when >= 0, as fd 4 (FD4 is then "4", else "-1"); everything else closes, 0-2 become
  * /dev/null: EOF on the error pipe must come from the execs, and the
  * sandbox's stdio must not be held open by init.  A started worker is
  * killed if the exec fails. */
@@ -768,17 +768,17 @@ static void block_for_clone(sigset_t *set)
     sigdelset(set, SIGCHLD);
 }
 
-static void fail(struct iso_started *out, const char *step, const char *path, int err)
+static void fail(struct iso_error *error, const char *step, const char *path, int err)
 {
-    iso_copy_str(out->error.step, sizeof out->error.step, step);
-    iso_copy_str(out->error.path, sizeof out->error.path, path);
-    out->error.err = err;
+    iso_copy_str(error->step, sizeof error->step, step);
+    iso_copy_str(error->path, sizeof error->path, path);
+    error->err = err;
 }
 
 /* Read the setup report on the error pipe until EOF.  0: EOF, nothing
  * reported (every process that held the pipe executed or exited); -1: a
- * (step, path, errno) record, or a torn one, is in out->error. */
-static int read_setup_report(int fd, struct iso_started *out)
+ * (step, path, errno) record, or a torn one, is in *error. */
+static int read_setup_report(int fd, struct iso_error *error)
 {
     struct iso_error rec;
     size_t got = 0;
@@ -793,11 +793,11 @@ static int read_setup_report(int fd, struct iso_started *out)
     if (got == 0)
         return 0;
     if (got == sizeof rec) {
-        out->error = rec;
-        out->error.step[sizeof rec.step - 1] = '\0';
-        out->error.path[sizeof rec.path - 1] = '\0';
+        *error = rec;
+        error->step[sizeof rec.step - 1] = '\0';
+        error->path[sizeof rec.path - 1] = '\0';
     } else {
-        fail(out, "read setup report", NULL, EIO);
+        fail(error, "read setup report", NULL, EIO);
     }
     return -1;
 }
@@ -851,18 +851,18 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     out->pid = -1;
     out->status_fd = -1;
     if (pipe2(err_pipe, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
-        fail(out, "pipe2", NULL, errno);
+        fail(&out->error, "pipe2", NULL, errno);
         goto fail;
     }
     caller_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     if (caller_pidfd < 0) {
-        fail(out, "pidfd_open", NULL, errno);
+        fail(&out->error, "pidfd_open", NULL, errno);
         goto fail;
     }
     fcntl(caller_pidfd, F_SETFD, FD_CLOEXEC);
     stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
-        fail(out, "mmap(child stack)", NULL, errno);
+        fail(&out->error, "mmap(child stack)", NULL, errno);
         goto fail;
     }
 
@@ -883,8 +883,9 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     /* The child runs in this process's memory until its execve (vfork
      * semantics: this thread waits), so copying the caller's page tables, the
      * dominant cost for a large Python process, is avoided.  No signal
-     * handler of the caller may run in the child: block them all around the
-     * clone; the children reset dispositions before unblocking anything. */
+     * handler of the caller may run in the child: signals are blocked around
+     * the clone (see block_for_clone); the children reset dispositions
+     * before unblocking anything. */
     /* The joiner, when there is one, runs on the top 64 KiB of the stack
      * area and the sandbox below it. */
     struct child_args args = {cfg, err_pipe[1], status_pipe[1], caller_pidfd, flags,
@@ -912,13 +913,13 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     close(status_pipe[1]);
     status_pipe[1] = -1;
     if (pid < 0) {
-        fail(out, "clone", NULL, saved_errno);
+        fail(&out->error, "clone", NULL, saved_errno);
         goto fail;
     }
 
-    int reported = read_setup_report(err_pipe[0], out);
+    int reported = read_setup_report(err_pipe[0], &out->error);
     if (reported == 0 && pid <= 0) { /* the joiner was killed before it reported */
-        fail(out, "clone", NULL, ECHILD);
+        fail(&out->error, "clone", NULL, ECHILD);
         goto fail;
     }
     if (reported != 0) {
@@ -984,19 +985,16 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
     for (int i = 0; i < 3; i++)
         fds[i] = -1;
     if (!(cfg->flags & ISO_F_USERNS)) {
-        iso_copy_str(err->step, sizeof err->step, "prepare namespaces");
-        err->err = EINVAL;
+        fail(err, "prepare namespaces", NULL, EINVAL);
         return -1;
     }
     if (pipe2(err_pipe, O_CLOEXEC) < 0) {
-        iso_copy_str(err->step, sizeof err->step, "pipe2");
-        err->err = errno;
+        fail(err, "pipe2", NULL, errno);
         return -1;
     }
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
-        iso_copy_str(err->step, sizeof err->step, "mmap(child stack)");
-        err->err = errno;
+        fail(err, "mmap(child stack)", NULL, errno);
         close(err_pipe[0]);
         close(err_pipe[1]);
         return -1;
@@ -1018,21 +1016,13 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
     if (pid > 0)
         while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
             ;
-    struct iso_error rec;
-    ssize_t got = pid > 0 ? read(err_pipe[0], &rec, sizeof rec) : 0;
+    int reported = pid > 0 ? read_setup_report(err_pipe[0], err) : 0;
     close(err_pipe[0]);
-    if (pid < 0 || got > 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        if (pid < 0) {
-            iso_copy_str(err->step, sizeof err->step, "clone");
-            err->err = saved_errno;
-        } else if (got == (ssize_t)sizeof rec) {
-            *err = rec;
-            err->step[sizeof rec.step - 1] = '\0';
-            err->path[sizeof rec.path - 1] = '\0';
-        } else {
-            iso_copy_str(err->step, sizeof err->step, "prepare namespaces");
-            err->err = EIO;
-        }
+    if (pid < 0 || reported != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (pid < 0)
+            fail(err, "clone", NULL, saved_errno);
+        else if (reported == 0) /* killed, or exited without a report */
+            fail(err, "prepare namespaces", NULL, EIO);
         for (int i = 0; i < 3; i++)
             if (fds[i] >= 0) {
                 close(fds[i]);
@@ -1064,16 +1054,16 @@ int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_st
     };
     buf = malloc(ISO_PREPARED_MAX); /* the caller's side: allocating is fine here */
     if (buf == NULL) {
-        fail(out, "malloc", NULL, ENOMEM);
+        fail(&out->error, "malloc", NULL, ENOMEM);
         goto fail;
     }
     size_t len = iso_pack_command(&e, buf, ISO_PREPARED_MAX);
     if (len == 0) {
-        fail(out, "pack command", NULL, E2BIG);
+        fail(&out->error, "pack command", NULL, E2BIG);
         goto fail;
     }
     if (pipe2(err_pipe, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
-        fail(out, "pipe2", NULL, errno);
+        fail(&out->error, "pipe2", NULL, errno);
         goto fail;
     }
     int fds[ISO_PREPARED_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_pipe[1], status_pipe[1],
@@ -1097,7 +1087,7 @@ int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_st
         sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
     while (sent < 0 && errno == EINTR);
     if (sent != (ssize_t)len) {
-        fail(out, "send command", NULL, sent < 0 ? errno : EIO);
+        fail(&out->error, "send command", NULL, sent < 0 ? errno : EIO);
         goto fail;
     }
     free(buf);
@@ -1108,7 +1098,7 @@ int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_st
     status_pipe[1] = -1;
 
     /* EOF: the command was executed (or the sandbox died, which its exit status tells). */
-    if (read_setup_report(err_pipe[0], out) != 0)
+    if (read_setup_report(err_pipe[0], &out->error) != 0)
         goto fail;
     close(err_pipe[0]);
     out->status_fd = status_pipe[0];

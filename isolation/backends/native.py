@@ -441,7 +441,6 @@ class NativeBackend:
         procs_fd = -1
         ns_fds: nspool.Fds = (-1, -1, -1)
         try:
-            cfg.init_fd = init_fd
             if pids_parent is not None and max_pids is not None:
                 cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
                 enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
