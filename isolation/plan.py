@@ -52,7 +52,7 @@ class Mount:
         return self.kind in ("rw-bind", "tmpfs", "proc", "dev")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a run's recipe keeps its plan: the backend's caches hash it per run
 class SandboxPlan:
     argv: tuple[str, ...]
     mounts: tuple[Mount, ...]

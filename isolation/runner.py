@@ -14,12 +14,21 @@ from typing import IO, Any
 
 import attrs
 
-from isolation.backends import Enforcement, Launched, Stdio, resolve_backend, warn_unisolated
+from isolation.backends import (
+    ENV_BACKEND,
+    ENV_REQUIRE,
+    Backend,
+    Enforcement,
+    Launched,
+    Stdio,
+    resolve_backend,
+    warn_unisolated,
+)
 from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
 from isolation.paths import normalize_path
-from isolation.plan import build_plan, with_command_checked
+from isolation.plan import SandboxPlan, build_plan, with_command_checked
 from isolation.policy import IsolationPolicy
 from isolation.result import Outcome, RunResult, Usage
 
@@ -59,7 +68,9 @@ class Sandbox:
         self.stderr: IO[bytes] | None = pipes.get("stderr")
         self.returncode: int | None = None
         self.started = time.monotonic()
-        self._pidfd = os.pidfd_open(self._child.pid)
+        self._closed = False
+        # A backend that knows the sandbox's end first offers a descriptor for it; else a pidfd.
+        self._pidfd = -1 if hasattr(self._child, "exit_fd") else os.pidfd_open(self._child.pid)
 
     @property
     def pid(self) -> int:
@@ -158,7 +169,7 @@ class Sandbox:
                 else:
                     self._close_stdin()
             # Readable once the backend knows the sandbox's end (its own report, or the exit).
-            exit_fd = getattr(self._child, "exit_fd", self._pidfd)
+            exit_fd = int(getattr(self._child, "exit_fd", self._pidfd))
             if exited_at is None:
                 sel.register(exit_fd, selectors.EVENT_READ)
             while True:
@@ -239,6 +250,7 @@ class Sandbox:
                 with contextlib.suppress(OSError):
                     f.close()
         self._close_pidfd()
+        self._closed = True
 
     def __enter__(self) -> Sandbox:
         return self
@@ -247,7 +259,7 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_pidfd", -1) >= 0:
+        if not getattr(self, "_closed", True):
             self.close()
 
 
@@ -283,9 +295,46 @@ def spawn(
     return _spawn(tuple(cmd), policy or IsolationPolicy(), opts, stdin, stdout, stderr)
 
 
-def _spawn(
-    argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options, stdin: StdinArg, stdout: OutArg, stderr: OutArg
-) -> Sandbox:
+@attrs.frozen
+class _Recipe:
+    """What a call resolves before anything is spawned: the backend, the plan, and
+    the limits that backend cannot enforce."""
+
+    backend: Backend
+    plan: SandboxPlan
+    warn_unisolated: bool
+    unenforceable: tuple[str, ...]
+
+    def still_valid(self) -> bool:
+        """Whether the host still matches: the bind sources exist (PolicyError if
+        not, as on a first run) and the executable found is still one."""
+        self.plan.policy.check_host_paths()
+        exe = self.plan.executable
+        return exe is None or (os.path.isfile(exe[1]) and os.access(exe[1], os.X_OK))
+
+
+# Recipes per (command, policy, options, the environment variables they read): resolving the
+# backend and planning cost more than the rest of starting a prepared sandbox.
+_recipes: dict[tuple[object, ...], _Recipe] = {}
+_RECIPES_MAX = 64
+
+
+def _recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
+    env = os.environ
+    try:
+        key = (argv, policy, opts, env.get(ENV_BACKEND), env.get(ENV_REQUIRE), *map(env.get, policy.env_allowlist))
+        recipe = _recipes.get(key)
+    except (TypeError, AttributeError):  # not a valid call: _make_recipe says why
+        return _make_recipe(argv, policy, opts)
+    if recipe is None or not recipe.still_valid():
+        recipe = _make_recipe(argv, policy, opts)
+        if len(_recipes) >= _RECIPES_MAX:
+            _recipes.clear()
+        _recipes[key] = recipe
+    return recipe
+
+
+def _make_recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
     if isinstance(argv, str | bytes) or not argv:
         raise PolicyError("cmd must be a non-empty sequence of arguments, e.g. ['sh', '-c', 'echo hi']")
     if opts.enforcement not in ("strict", "best_effort"):
@@ -306,18 +355,26 @@ def _spawn(
             plan = attrs.evolve(plan, cwd=cwd)
             if "/" in argv[0] and not argv[0].startswith("/"):
                 plan = with_command_checked(plan)  # a relative path is found from cwd
-    if resolution.warn_unisolated:
-        warn_unisolated(argv[0])
-    unenforceable = [
+    unenforceable = tuple(
         name
         for name in policy.limits.requested()
         if name not in RUNNER_LIMITS and name not in getattr(backend, "enforced_limits", frozenset())
-    ]
+    )
     if unenforceable and opts.enforcement == "strict":
         raise IsolationUnavailable(
             f"backend {backend.name} cannot enforce limits.{', limits.'.join(unenforceable)}; "
             "drop them or pass enforcement='best_effort' (CLI --best-effort) to run without them"
         )
+    return _Recipe(backend, plan, resolution.warn_unisolated, unenforceable)
+
+
+def _spawn(
+    argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options, stdin: StdinArg, stdout: OutArg, stderr: OutArg
+) -> Sandbox:
+    recipe = _recipe(argv, policy, opts)
+    backend, plan, unenforceable = recipe.backend, recipe.plan, recipe.unenforceable
+    if recipe.warn_unisolated:
+        warn_unisolated(argv[0])
 
     parent_ends: dict[str, IO[bytes]] = {}
     child_fds: list[int] = []

@@ -357,152 +357,222 @@ class NativeBackend:
         return missing, required
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
-        host = host_features()
-        missing, required = self._missing(host, network=plan.network)
-        if plan.seccomp is None:
-            required = [r for r in required if r != "seccomp"]
-            missing = [m for m in missing if m != "seccomp"]
-        if required and enforcement == "strict":
-            why = f" ({host.userns_why})" if not host.userns else ""
-            raise IsolationUnavailable(
-                f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
-                "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
-            )
-        layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
+        tpl = _template(plan, enforcement)
         try:
-            return self._start(plan, stdio, host, layout, missing + list(layout.missing))
+            return _start(tpl, stdio)
         except BaseException:
-            layout.cleanup()
+            tpl.layout.cleanup()
             raise
 
-    def _start(
-        self, plan: SandboxPlan, stdio: Stdio, host: HostFeatures, layout: _Layout, missing: list[str]
-    ) -> Launched:
-        keep: list[Any] = []  # cffi buffers that must outlive the call
 
-        def cstr(s: str | bytes) -> Any:
-            buf = ffi.new("char[]", s.encode() if isinstance(s, str) else s)
-            keep.append(buf)
-            return buf
+@attrs.frozen(eq=False)
+class _Template:
+    """Everything a sandbox for one plan needs but its descriptors: cached per plan,
+    so a run of a prepared sandbox only adds its stdio and sends the command."""
 
-        def cstrs(items: list[str]) -> Any:
-            arr = ffi.new("char *[]", [cstr(x) for x in items] + [ffi.NULL])
-            keep.append(arr)
-            return arr
+    layout: _Layout
+    cfg: Any  # struct iso_config *: all but the descriptors and the scratch array; copied per run
+    keep: tuple[Any, ...]  # cffi buffers cfg points into
+    enforced: tuple[str, ...]
+    missing: tuple[str, ...]
+    max_pids: int | None
+    pids_parent: str | None
+    blueprint: tuple[object, ...] | None  # the prepared pool's key; None: built on demand only
+    build: Callable[[], prepared.PreparedSandbox | None] | None
+    ns_key: nspool.Key | None  # prepared namespaces to join; None: the sandbox creates its own
 
-        cfg = ffi.new("struct iso_config *")
-        enforced = list(layout.enforced)
-        seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
-        static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
-        keep.append(static)
-        flags = _describe_sandbox(cfg, layout, static, plan.uid, plan.gid, keep)
-        cfg.argv = cstrs(list(plan.argv))
-        cfg.envp = cstrs([f"{k}={v}" for k, v in layout.env])
-        cfg.exe = cstr(layout.exe)
-        cfg.cwd = cstr(layout.cwd)
-        cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
-        if layout.ruleset is not None:
-            enforced.append(layout.ruleset.claim())
-        if seccomp is not None:
-            flags |= lib.ISO_F_SECCOMP
-            cfg.bpf = static.bpf
-            cfg.bpf_len = len(seccomp.bpf) // 8
-            enforced.append(f"seccomp:{seccomp.profile}:sha256={seccomp.digest}")
 
-        max_pids = plan.policy.limits.max_pids
-        mechanisms = sandbox_limits(plan.policy.limits)
-        settings = mechanisms.rlimits
-        pids_parent = mechanisms.pids_cgroup_parent
-        rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
-        keep.append(rl)
-        for i, st in enumerate(settings):
-            # The sandbox's own init counts against RLIMIT_NPROC too: allow for it.
-            extra = 1 if st.name == "max_pids" and flags & lib.ISO_F_PIDNS else 0
-            rl[i].resource, rl[i].soft, rl[i].hard = st.resource, st.soft + extra, st.hard + extra
-            enforced.append(st.claim)
-        cfg.rlimits = rl
-        cfg.n_rlimits = len(settings)
-        cfg.flags = flags
+# Per (plan, enforcement, test switches, caller's ids). A plan is immutable and the host's
+# features are probed once per process; a host layout (no user namespace) is per run.
+_templates: dict[tuple[object, ...], _Template] = {}
+_TEMPLATES_MAX = 64
 
-        # A sandbox built ahead of demand for this policy (see prepared.py), if one is ready.
-        ready: prepared.PreparedSandbox | None = None
-        ticket: object = None
-        if flags & lib.ISO_F_PIDNS and flags & lib.ISO_F_MOUNTNS:
-            blueprint = (flags & ~lib.ISO_F_SECCOMP, static, plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside)
-            build = functools.partial(_build_prepared, layout, static, plan.uid, plan.gid, flags)
-            ready, ticket = prepared.POOL.take(blueprint, build)
-            if ready is not None and not ready.fresh():
+
+def _template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
+    env = os.environ
+    key = (plan, enforcement, env.get(PRETEND_ENV), env.get(UNLISTED_ENV), os.geteuid(), os.getegid())
+    tpl = _templates.get(key)
+    if tpl is None:
+        tpl = _make_template(plan, enforcement)
+        if tpl.layout.scratch_dir is None:
+            if len(_templates) >= _TEMPLATES_MAX:
+                _templates.clear()
+            _templates[key] = tpl
+    return tpl
+
+
+def _make_template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
+    host = host_features()
+    missing, required = NativeBackend._missing(host, network=plan.network)
+    if plan.seccomp is None:
+        required = [r for r in required if r != "seccomp"]
+        missing = [m for m in missing if m != "seccomp"]
+    if required and enforcement == "strict":
+        why = f" ({host.userns_why})" if not host.userns else ""
+        raise IsolationUnavailable(
+            f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
+            "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
+        )
+    layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
+    try:
+        return _describe_run(plan, host, layout, (*missing, *layout.missing))
+    except BaseException:
+        layout.cleanup()
+        raise
+
+
+def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missing: tuple[str, ...]) -> _Template:
+    keep: list[Any] = []  # cffi buffers that must outlive the runs
+
+    def cstr(s: str | bytes) -> Any:
+        buf = ffi.new("char[]", s.encode() if isinstance(s, str) else s)
+        keep.append(buf)
+        return buf
+
+    def cstrs(items: list[str]) -> Any:
+        arr = ffi.new("char *[]", [cstr(x) for x in items] + [ffi.NULL])
+        keep.append(arr)
+        return arr
+
+    cfg = ffi.new("struct iso_config *")
+    keep.append(cfg)
+    enforced = list(layout.enforced)
+    seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+    static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
+    keep.append(static)
+    flags = _describe_sandbox(cfg, layout, static, plan.uid, plan.gid)
+    cfg.argv = cstrs(list(plan.argv))
+    cfg.envp = cstrs([f"{k}={v}" for k, v in layout.env])
+    cfg.exe = cstr(layout.exe)
+    cfg.cwd = cstr(layout.cwd)
+    if layout.ruleset is not None:
+        enforced.append(layout.ruleset.claim())
+    if seccomp is not None:
+        flags |= lib.ISO_F_SECCOMP
+        cfg.bpf = static.bpf
+        cfg.bpf_len = len(seccomp.bpf) // 8
+        enforced.append(f"seccomp:{seccomp.profile}:sha256={seccomp.digest}")
+
+    mechanisms = sandbox_limits(plan.policy.limits)
+    settings = mechanisms.rlimits
+    rl = ffi.new("struct iso_rlimit[]", max(len(settings), 1))
+    keep.append(rl)
+    for i, st in enumerate(settings):
+        # The sandbox's own init counts against RLIMIT_NPROC too: allow for it.
+        extra = 1 if st.name == "max_pids" and flags & lib.ISO_F_PIDNS else 0
+        rl[i].resource, rl[i].soft, rl[i].hard = st.resource, st.soft + extra, st.hard + extra
+        enforced.append(st.claim)
+    cfg.rlimits = rl
+    cfg.n_rlimits = len(settings)
+    cfg.flags = flags
+
+    blueprint: tuple[object, ...] | None = None
+    build = None
+    if flags & lib.ISO_F_PIDNS and flags & lib.ISO_F_MOUNTNS:
+        # Sandboxes built ahead of demand are shared by every plan with the same sandbox (see prepared.py).
+        blueprint = (flags & ~lib.ISO_F_SECCOMP, static, plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside)
+        build = functools.partial(_build_prepared, layout, static, plan.uid, plan.gid, flags)
+    ns_key = None
+    if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
+        ns_key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
+    return _Template(
+        layout,
+        cfg,
+        tuple(keep),
+        tuple(enforced),
+        missing,
+        plan.policy.limits.max_pids,
+        mechanisms.pids_cgroup_parent,
+        blueprint,
+        build,
+        ns_key,
+    )
+
+
+def _start(tpl: _Template, stdio: Stdio) -> Launched:
+    cfg = ffi.new("struct iso_config *", tpl.cfg[0])  # a copy: runs of one template may overlap
+    cfg.stdio = [stdio.stdin, stdio.stdout, stdio.stderr]
+    flags = int(cfg.flags)
+    enforced = tpl.enforced
+
+    # A sandbox built ahead of demand for this policy (see prepared.py), if one is ready.
+    ready: prepared.PreparedSandbox | None = None
+    ticket: object = None
+    if tpl.blueprint is not None and tpl.build is not None:
+        ready, ticket = prepared.POOL.take(tpl.blueprint, tpl.build)
+        if ready is not None and not ready.fresh():
+            ready.discard()
+            ready = None
+
+    out = ffi.new("struct iso_started *")
+    init_fd = -1
+    cgroup: PidsCgroup | None = None
+    procs_fd = -1
+    ns_fds: nspool.Fds = (-1, -1, -1)
+    try:
+        if tpl.pids_parent is not None and tpl.max_pids is not None:
+            cgroup, procs_fd = _pids_cgroup(tpl.pids_parent, tpl.max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
+            enforced = (*enforced, f"limit:max_pids={tpl.max_pids}:cgroup-v1")
+        cfg.cgroup_procs_fd = procs_fd
+        if ready is not None:
+            rc = lib.iso_run_prepared(ready.control_fd, cfg, out)
+            out.pid = ready.pid
+            if rc != 0 and ffi.string(out.error.step) == b"send command":
+                # It was gone before it got the command (killed from outside): build one now.
                 ready.discard()
                 ready = None
-
-        out = ffi.new("struct iso_started *")
-        init_fd = -1
-        cgroup: PidsCgroup | None = None
-        procs_fd = -1
-        ns_fds: nspool.Fds = (-1, -1, -1)
-        try:
-            if pids_parent is not None and max_pids is not None:
-                cgroup, procs_fd = _pids_cgroup(pids_parent, max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
-                enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
-            cfg.cgroup_procs_fd = procs_fd
-            if ready is not None:
-                rc = lib.iso_run_prepared(ready.control_fd, cfg, out)
-                out.pid = ready.pid
-                if rc != 0 and ffi.string(out.error.step) == b"send command":
-                    # It was gone before it got the command (killed from outside): build one now.
-                    ready.discard()
-                    ready = None
-                    out = ffi.new("struct iso_started *")
-            if ready is None:
-                if flags & lib.ISO_F_PIDNS and init_fd < 0:
-                    init_fd = cfg.init_fd = _open_init()
-                if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
-                    # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
-                    ns_key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
-                    ns_fds = nspool.POOL.take(ns_key) or ns_fds
-                    cfg.ns_fds = list(ns_fds)
-                rc = lib.iso_spawn(cfg, out)
-        except BaseException:
-            if cgroup is not None:
-                cgroup.remove()
-            if ready is not None:
-                ready.discard()
-            if ticket is not None:
-                prepared.POOL.done(ticket)
-            raise
-        finally:
-            for fd in (init_fd, procs_fd, *ns_fds):
-                if fd >= 0:
-                    os.close(fd)
-        if ready is not None:
-            if rc == 0:
-                ready.close_control()
-            else:  # it received its command, or died: it is used up either way
-                ready.discard()
-        if rc != 0 and cgroup is not None:
+                out = ffi.new("struct iso_started *")
+        if ready is None:
+            scratch = ffi.new("int[]", max(int(cfg.n_mounts), 1))  # C writes into it while it builds
+            cfg.scratch = scratch
+            if flags & lib.ISO_F_PIDNS:
+                init_fd = cfg.init_fd = _open_init()
+            if tpl.ns_key is not None:
+                # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
+                ns_fds = nspool.POOL.take(tpl.ns_key) or ns_fds
+                cfg.ns_fds = list(ns_fds)
+            rc = lib.iso_spawn(cfg, out)
+    except BaseException:
+        if cgroup is not None:
             cgroup.remove()
-        if rc != 0 and ticket is not None:
+        if ready is not None:
+            ready.discard()
+        if ticket is not None:
             prepared.POOL.done(ticket)
-        if rc != 0:
-            step = ffi.string(out.error.step).decode(errors="replace")
-            path = ffi.string(out.error.path).decode(errors="replace")
-            err = int(out.error.err)
-            where = f" {path}" if path else ""
-            raise SandboxSetupError(
-                f"native sandbox setup failed at {step}{where}: {os.strerror(err)} (errno {err})",
-                step=step,
-                path=path,
-                errno=err,
-            )
-        child = NativeChild(
-            int(out.pid),
-            int(out.status_fd),
-            group=not (flags & lib.ISO_F_PIDNS),
-            cleanup=layout,
-            cgroup=cgroup,
-            on_end=None if ticket is None else functools.partial(prepared.POOL.done, ticket),
+        raise
+    finally:
+        for fd in (init_fd, procs_fd, *ns_fds):
+            if fd >= 0:
+                os.close(fd)
+    if ready is not None:
+        if rc == 0:
+            ready.close_control()
+        else:  # it received its command, or died: it is used up either way
+            ready.discard()
+    if rc != 0 and cgroup is not None:
+        cgroup.remove()
+    if rc != 0 and ticket is not None:
+        prepared.POOL.done(ticket)
+    if rc != 0:
+        step = ffi.string(out.error.step).decode(errors="replace")
+        path = ffi.string(out.error.path).decode(errors="replace")
+        err = int(out.error.err)
+        where = f" {path}" if path else ""
+        raise SandboxSetupError(
+            f"native sandbox setup failed at {step}{where}: {os.strerror(err)} (errno {err})",
+            step=step,
+            path=path,
+            errno=err,
         )
-        return Launched(child, tuple(enforced), tuple(missing))
+    child = NativeChild(
+        int(out.pid),
+        int(out.status_fd),
+        group=not (flags & lib.ISO_F_PIDNS),
+        cleanup=tpl.layout,
+        cgroup=cgroup,
+        on_end=None if ticket is None else functools.partial(prepared.POOL.done, ticket),
+    )
+    return Launched(child, enforced, tpl.missing)
 
 
 def _open_init() -> int:
@@ -515,7 +585,7 @@ def _open_init() -> int:
         ) from None
 
 
-def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int, gid: int, keep: list[Any]) -> int:
+def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int, gid: int) -> int:
     """Fill in what builds the sandbox itself (everything but the command); return its flags."""
     flags = layout.flags
     cfg.uid_inside, cfg.gid_inside = uid, gid
@@ -527,9 +597,6 @@ def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int
     cfg.hostname = static.hostname
     cfg.mounts = static.mounts
     cfg.n_mounts = len(layout.mounts)
-    scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # per sandbox: C writes into it
-    keep.append(scratch)
-    cfg.scratch = scratch
     if layout.ruleset is not None:
         rs = layout.ruleset
         flags |= lib.ISO_F_LANDLOCK
@@ -547,9 +614,10 @@ def _build_prepared(
     layout: _Layout, static: _StaticConfig, uid: int, gid: int, flags: int
 ) -> prepared.PreparedSandbox | None:
     """Build a sandbox whose init waits for its command (run by the pool's thread)."""
-    keep: list[Any] = []
     cfg = ffi.new("struct iso_config *")
-    _describe_sandbox(cfg, layout, static, uid, gid, keep)
+    _describe_sandbox(cfg, layout, static, uid, gid)
+    scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # C writes into it while it builds
+    cfg.scratch = scratch
     cfg.flags = (flags & ~lib.ISO_F_SECCOMP) | lib.ISO_F_PREPARED
     cfg.stdio = [-1, -1, -1]
     sources = []
