@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import selectors
+import select
 import signal
 import subprocess
 import threading
@@ -150,66 +151,68 @@ class Sandbox:
         chunks: dict[int, list[bytes]] = {}
         kept: dict[int, int] = {}
         dropped: dict[int, int] = {}
-        sel = selectors.PollSelector()  # no descriptor of its own, unlike epoll
+        poller = select.poll()  # no descriptor of its own, unlike epoll
+        watched: set[int] = set()
         timed_out = False
         exited_at: float | None = None if self.returncode is None else time.monotonic()
-        try:
-            for f in (self.stdout, self.stderr):
-                if f is not None:
-                    os.set_blocking(f.fileno(), False)
-                    sel.register(f.fileno(), selectors.EVENT_READ)
-                    chunks[f.fileno()] = []
-                    kept[f.fileno()] = dropped[f.fileno()] = 0
-            pending = memoryview(input or b"")
-            stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
-            if stdin_fd >= 0:
-                if pending:
-                    os.set_blocking(stdin_fd, False)
-                    sel.register(stdin_fd, selectors.EVENT_WRITE)
-                else:
-                    self._close_stdin()
-            # Readable once the backend knows the sandbox's end (its own report, or the exit).
-            exit_fd = int(getattr(self._child, "exit_fd", self._pidfd))
-            if exited_at is None:
-                sel.register(exit_fd, selectors.EVENT_READ)
-            while True:
-                pipes_open = len(sel.get_map()) - (1 if exited_at is None else 0)
-                if pipes_open == 0 and exited_at is not None:
-                    break
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                fd = f.fileno()
+                os.set_blocking(fd, False)
+                poller.register(fd, select.POLLIN)
+                watched.add(fd)
+                chunks[fd] = []
+                kept[fd] = dropped[fd] = 0
+        pending = memoryview(input or b"")
+        stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
+        if stdin_fd >= 0:
+            if pending:
+                os.set_blocking(stdin_fd, False)
+                poller.register(stdin_fd, select.POLLOUT)
+                watched.add(stdin_fd)
+            else:
+                self._close_stdin()
+        # Readable once the backend knows the sandbox's end (its own report, or the exit).
+        exit_fd = int(getattr(self._child, "exit_fd", self._pidfd))
+        if exited_at is None:
+            poller.register(exit_fd, select.POLLIN)
+        while watched or exited_at is None:
+            limit = deadline
+            if exited_at is not None:
+                limit = exited_at + _DRAIN_GRACE if limit is None else min(limit, exited_at + _DRAIN_GRACE)
+            wait_ms = None
+            if limit is not None:
                 now = time.monotonic()
-                limit = deadline
-                if exited_at is not None:
-                    limit = exited_at + _DRAIN_GRACE if limit is None else min(limit, exited_at + _DRAIN_GRACE)
-                if limit is not None and now >= limit:
+                if now >= limit:
                     timed_out = exited_at is None
                     break
-                for key, _ in sel.select(None if limit is None else limit - now):
-                    fd = int(key.fd)
-                    if fd == exit_fd:
-                        sel.unregister(fd)
-                        self.poll()
-                        exited_at = time.monotonic()
-                    elif fd == stdin_fd:
-                        try:
-                            n = os.write(fd, pending[:65536])
-                        except BrokenPipeError:
-                            n = len(pending)
-                        pending = pending[n:]
-                        if not pending:
-                            sel.unregister(fd)
-                            self._close_stdin()
-                    else:
-                        data = os.read(fd, 65536)
-                        if not data:
-                            sel.unregister(fd)
-                            continue
-                        room = len(data) if max_output is None else max(0, max_output - kept[fd])
-                        if room:
-                            chunks[fd].append(data[:room])
-                            kept[fd] += min(room, len(data))
-                        dropped[fd] += len(data) - min(room, len(data))
-        finally:
-            sel.close()
+                wait_ms = math.ceil((limit - now) * 1000)
+            for fd, _ in poller.poll(wait_ms):
+                if fd == exit_fd:
+                    poller.unregister(fd)
+                    self.poll()
+                    exited_at = time.monotonic()
+                elif fd == stdin_fd:
+                    try:
+                        n = os.write(fd, pending[:65536])
+                    except BrokenPipeError:
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        poller.unregister(fd)
+                        watched.discard(fd)
+                        self._close_stdin()
+                else:
+                    data = os.read(fd, 65536)
+                    if not data:
+                        poller.unregister(fd)
+                        watched.discard(fd)
+                        continue
+                    room = len(data) if max_output is None else max(0, max_output - kept[fd])
+                    if room:
+                        chunks[fd].append(data[:room])
+                        kept[fd] += min(room, len(data))
+                    dropped[fd] += len(data) - min(room, len(data))
         if timed_out:
             self.kill()
         self.wait()
