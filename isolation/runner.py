@@ -254,6 +254,9 @@ class Sandbox:
                     f.close()
         self._close_pidfd()
         self._closed = True
+        release = getattr(self._child, "release", None)
+        if release is not None:
+            release()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -479,13 +482,16 @@ def _run(
     start = time.monotonic()
     timeout = _effective_timeout(timeout, policy)
     with _spawn(argv, policy, opts, spec, stdout, stderr) as sb:
+        defer = getattr(sb._child, "defer_release", None)
+        if defer is not None:  # what the backend does after the end waits for the result (see close)
+            defer()
         if started is not None:
             started.set(sb)
         out, err, timed_out, truncated = sb._collect(
             data, None if timeout is None else start + timeout, policy.limits.max_output
         )
         sb.wait()
-    return _result(sb, out, err, timed_out, truncated, start, policy)
+        return _result(sb, out, err, timed_out, truncated, start, policy)
 
 
 def _effective_timeout(timeout: float | None, policy: IsolationPolicy) -> float | None:

@@ -188,6 +188,9 @@ class NativeChild:
     ) -> None:
         self._pid = pid
         self._on_end = on_end
+        self._to_reap = -1  # init, once it has reported: the reaper's, at release()
+        self._deferred = False  # release() waits for the caller (see defer_release)
+        self._release_lock = threading.Lock()
         self._cgroup = cgroup
         self._refused_forks = 0
         self._status_fd = status_fd
@@ -227,7 +230,7 @@ class NativeChild:
         os.close(self._pidfd)
         self._pidfd = -1
         if not reaped:
-            REAPER.adopt(self._pid)
+            self._to_reap = self._pid
         if self._group:  # what the command left in its process group goes with it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pid, signal.SIGKILL)
@@ -237,9 +240,27 @@ class NativeChild:
         if cgroup is not None:  # init has exited: the kernel has killed the rest
             self._refused_forks = cgroup.refused_forks()
             cgroup.remove()
-        if self._on_end is not None:
-            self._on_end()
+        if not self._deferred:
+            self.release()
         return self.returncode
+
+    def defer_release(self) -> None:
+        """Hold what follows the end (handing init to the reaper, telling the pool of
+        prepared sandboxes the run is over) until release(): both wake a thread, which
+        would compete with a caller still collecting the result."""
+        self._deferred = True
+
+    def release(self) -> None:
+        """Run what follows the end, once it has come; idempotent."""
+        with self._release_lock:  # not _lock: _finish runs under it
+            if self.returncode is None:
+                return
+            pid, self._to_reap = self._to_reap, -1
+            on_end, self._on_end = self._on_end, None
+        if pid > 0:
+            REAPER.adopt(pid)
+        if on_end is not None:
+            on_end()
 
     def limits_hit(self) -> tuple[str, ...]:
         """Limits the sandbox ran into that only the backend can see (once it has ended)."""
@@ -320,6 +341,8 @@ class NativeChild:
             self.kill()
             with contextlib.suppress(ChildProcessError):
                 self.wait()
+        if getattr(self, "_release_lock", None) is not None:
+            self.release()
 
 
 class NativeBackend:
