@@ -16,8 +16,7 @@ from typing import IO, Any
 import attrs
 
 from isolation.backends import (
-    ENV_BACKEND,
-    ENV_REQUIRE,
+    RESOLUTION_ENV,
     Backend,
     Enforcement,
     Launched,
@@ -328,7 +327,7 @@ _RECIPES_MAX = 64
 def _recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
     env = os.environ
     try:
-        key = (argv, policy, opts, env.get(ENV_BACKEND), env.get(ENV_REQUIRE), *map(env.get, policy.env_allowlist))
+        key = (argv, policy, opts, *map(env.get, RESOLUTION_ENV), *map(env.get, policy.env_allowlist))
         recipe = _recipes.get(key)
     except (TypeError, AttributeError):  # not a valid call: _make_recipe says why
         return _make_recipe(argv, policy, opts)

@@ -59,3 +59,16 @@ def test_run_with_none_emits_the_warning_and_enforces_nothing(monkeypatch: pytes
         isolation.run(["true"], backend="none", unsafe_no_isolation=True)
         monkeypatch.setenv("NOETHER_ISOLATION", "none")
         isolation.run(["true"])
+
+
+def test_auto_follows_a_changed_environment_between_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's choice is remembered per call and environment, not once for all: a host
+    that stops offering what native needs (pretended here) gets bwrap on the next run."""
+    from isolation.backends import ENV_PRETEND_MISSING
+
+    monkeypatch.delenv("NOETHER_ISOLATION", raising=False)
+    assert isolation.run(["true"]).backend == "native"
+    monkeypatch.setenv(ENV_PRETEND_MISSING, "userns")
+    assert isolation.run(["true"]).backend == "bwrap"
+    monkeypatch.delenv(ENV_PRETEND_MISSING)
+    assert isolation.run(["true"]).backend == "native"

@@ -287,3 +287,26 @@ def test_starting_sandboxes_does_not_cut_another_threads_write_short(backend: st
     assert runs >= 3  # control: sandboxes did start and end while the write was blocked
     assert wrote == [4_000_000]
     assert out.strip() == b"4000000"
+
+
+def test_repeated_runs_follow_the_host(backend: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a run resolves before spawning is remembered per call (runner._recipe);
+    every run still sees the environment, the executable and the bind sources as they are now."""
+    bindir = os.path.join(str(tmp_path), "bin")
+    os.mkdir(bindir)
+    tool = os.path.join(bindir, "tool")
+    with open(tool, "w") as f:
+        f.write('#!/bin/sh\necho "$LANG"\n')
+    os.chmod(tool, 0o755)
+    policy = IsolationPolicy.from_effects([isolation.FsRead(bindir)])
+    for lang in ("C", "C.UTF-8", "C"):
+        monkeypatch.setenv("LANG", lang)
+        assert isolation.run([tool], policy, backend=backend).stdout == f"{lang}\n".encode()
+    os.chmod(tool, 0o644)
+    with pytest.raises(isolation.CommandNotExecutable):
+        isolation.run([tool], policy, backend=backend)
+    os.chmod(tool, 0o755)
+    assert isolation.run([tool], policy, backend=backend).returncode == 0
+    os.rename(bindir, bindir + ".gone")
+    with pytest.raises(isolation.PolicyError, match=f"{bindir} does not exist"):
+        isolation.run([tool], policy, backend=backend)

@@ -29,7 +29,7 @@ import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
-from isolation.backends import nspool, prepared
+from isolation.backends import ENV_PRETEND_MISSING, nspool, prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
@@ -39,10 +39,7 @@ from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
 from isolation.seccomp import SeccompFilter
 from isolation.userns import userns_status
 
-# Tests only: pretend the host lacks features, to exercise every rung of the
-# degradation ladder on a kernel that has them all. Comma-separated names:
-# "userns", "landlock", "seccomp"; and "landlock-abi=N" to cap the ABI.
-PRETEND_ENV = "_ISOLATION_TEST_PRETEND_MISSING"
+PRETEND_ENV = ENV_PRETEND_MISSING  # tests only (see isolation.backends)
 # Tests only: sandbox paths whose Landlock rules are left out (mounted but not allowed).
 UNLISTED_ENV = "_ISOLATION_TEST_LANDLOCK_UNLISTED"
 
