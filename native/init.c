@@ -114,9 +114,17 @@ static pid_t run_prepared(int ruleset_fd, int *status_fd)
  * the namespaces) is left, and the caller need not wait for it. */
 static void __attribute__((noreturn)) report(int status_fd, int status)
 {
-    kill(-1, SIGKILL); /* every process of this pid namespace but pid 1 */
-    while (waitpid(-1, NULL, 0) > 0)
+    /* Every process left in this pid namespace descends from the worker, and
+     * an orphan is reparented to pid 1: with no child left, the namespace is
+     * empty, and kill(-1) (which walks every process of the host) is spared. */
+    pid_t left;
+    while ((left = waitpid(-1, NULL, WNOHANG)) > 0)
         ;
+    if (left == 0) {
+        kill(-1, SIGKILL); /* every process of this pid namespace but pid 1 */
+        while (waitpid(-1, NULL, 0) > 0)
+            ;
+    }
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
     getrusage(RUSAGE_CHILDREN, &ru);
