@@ -173,6 +173,9 @@ class Sandbox:
                 self._close_stdin()
         # Readable once the backend knows the sandbox's end (its own report, or the exit).
         exit_fd = int(getattr(self._child, "exit_fd", self._pidfd))
+        if exited_at is None and (exit_fd < 0 or self.returncode is not None):
+            self.poll()  # another thread saw the end meanwhile and closed that descriptor
+            exited_at = time.monotonic()
         if exited_at is None:
             poller.register(exit_fd, select.POLLIN)
         while watched or exited_at is None:

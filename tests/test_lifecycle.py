@@ -310,3 +310,14 @@ def test_repeated_runs_follow_the_host(backend: str, tmp_path: object, monkeypat
     os.rename(bindir, bindir + ".gone")
     with pytest.raises(isolation.PolicyError, match=f"{bindir} does not exist"):
         isolation.run([tool], policy, backend=backend)
+
+
+def test_communicate_after_another_path_saw_the_end(backend: str) -> None:
+    """The end can be seen by another thread's poll() before communicate() starts: it
+    must not then wait on the descriptor that poll() closed (it waited forever)."""
+    with isolation.spawn(["sh", "-c", "echo out"], backend=backend, stdout=subprocess.PIPE) as sb:
+        deadline = time.monotonic() + 10
+        while sb._child.poll() is None and time.monotonic() < deadline:  # as another thread's poll would
+            time.sleep(0.01)
+        out, _ = sb.communicate(timeout=10)
+    assert out == b"out\n" and sb.returncode == 0
