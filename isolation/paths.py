@@ -38,6 +38,11 @@ def is_within(path: str, parent: str) -> bool:
     return parent == "/" or path == parent or path.startswith(parent + "/")
 
 
+def is_executable_file(path: str) -> bool:
+    """A regular file (after symlinks) that this process may execute."""
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
 def check_sandbox_target(path: str, *, what: str) -> None:
     if path == "/":
         raise PolicyError(f"{what}: cannot bind over the sandbox root '/'")

@@ -17,7 +17,7 @@ import attrs
 
 from isolation import sysview
 from isolation.errors import CommandNotExecutable, CommandNotFound, PolicyError
-from isolation.paths import is_within
+from isolation.paths import is_executable_file, is_within
 from isolation.policy import IsolationPolicy, python_paths
 from isolation.seccomp import SeccompFilter, compile_filter
 
@@ -115,7 +115,7 @@ class SandboxPlan:
             candidates = [os.path.join(d, name) for d in path.split(":") if d.startswith("/")]
         for c in candidates:
             host = self.host_path(os.path.normpath(c))
-            if host is not None and os.path.isfile(host) and os.access(host, os.X_OK):
+            if host is not None and is_executable_file(host):
                 return c, host
         return None
 
@@ -252,7 +252,7 @@ def with_command_checked(plan: SandboxPlan) -> SandboxPlan:
     a command the sandbox could not execute."""
     key = (plan.mounts, plan.env_dict.get("PATH", DEFAULT_PATH), plan.cwd, plan.argv[0])
     found = _found.get(key)
-    if found is None or not (os.path.isfile(found[1]) and os.access(found[1], os.X_OK)):
+    if found is None or not is_executable_file(found[1]):
         found = plan.find_executable(plan.argv[0])
         if found is not None:
             if len(_found) >= 256:

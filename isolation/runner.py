@@ -27,7 +27,7 @@ from isolation.backends import (
 from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
-from isolation.paths import normalize_path
+from isolation.paths import is_executable_file, normalize_path
 from isolation.plan import SandboxPlan, build_plan, with_command_checked
 from isolation.policy import IsolationPolicy
 from isolation.result import Outcome, RunResult, Usage
@@ -318,7 +318,7 @@ class _Recipe:
         not, as on a first run) and the executable found is still one."""
         self.plan.policy.check_host_paths()
         exe = self.plan.executable
-        return exe is None or (os.path.isfile(exe[1]) and os.access(exe[1], os.X_OK))
+        return exe is None or is_executable_file(exe[1])
 
 
 # Recipes per (command, policy, options, the environment variables they read): resolving the

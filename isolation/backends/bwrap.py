@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
+from isolation.paths import is_executable_file
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.result import Usage
@@ -101,7 +102,7 @@ def find_bwrap() -> str | None:
     """The bubblewrap executable: trusted system paths first, then $PATH (warned once)."""
     global _path_warned
     for p in TRUSTED_BWRAP_PATHS:
-        if os.path.isfile(p) and os.access(p, os.X_OK):
+        if is_executable_file(p):
             return p
     found = shutil.which("bwrap")
     if found is not None:
