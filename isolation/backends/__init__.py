@@ -36,7 +36,7 @@ ENV_REQUIRE = "NOETHER_REQUIRE_ISOLATION"
 # and so by `auto`'s choice). Comma-separated names: "userns", "landlock",
 # "seccomp"; and "landlock-abi=N" to cap the ABI.
 ENV_PRETEND_MISSING = "_ISOLATION_TEST_PRETEND_MISSING"
-# What `resolve_backend` reads from the environment.
+# The environment `resolve_backend`'s choice depends on (the last through `auto`'s availability checks).
 RESOLUTION_ENV: tuple[str, ...] = (ENV_BACKEND, ENV_REQUIRE, ENV_PRETEND_MISSING)
 
 

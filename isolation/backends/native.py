@@ -455,7 +455,6 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
         return arr
 
     cfg = ffi.new("struct iso_config *")
-    keep.append(cfg)
     enforced = list(layout.enforced)
     seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
     static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
@@ -543,15 +542,13 @@ def _start(tpl: _Template, stdio: Stdio) -> Launched:
                 ready = None
                 out = ffi.new("struct iso_started *")
         if ready is None:
-            scratch = ffi.new("int[]", max(int(cfg.n_mounts), 1))  # C writes into it while it builds
-            cfg.scratch = scratch
             if flags & lib.ISO_F_PIDNS:
                 init_fd = cfg.init_fd = _open_init()
             if tpl.ns_key is not None:
                 # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
                 ns_fds = nspool.POOL.take(tpl.ns_key) or ns_fds
                 cfg.ns_fds = list(ns_fds)
-            rc = lib.iso_spawn(cfg, out)
+            rc = _spawn(cfg, out)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()
@@ -605,6 +602,13 @@ def _open_init() -> int:
         ) from None
 
 
+def _spawn(cfg: Any, out: Any) -> int:
+    """iso_spawn, with the array C writes into while it builds (one per build, alive until it returns)."""
+    scratch = ffi.new("int[]", max(int(cfg.n_mounts), 1))
+    cfg.scratch = scratch
+    return int(lib.iso_spawn(cfg, out))
+
+
 def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int, gid: int) -> int:
     """Fill in what builds the sandbox itself (everything but the command); return its flags."""
     flags = layout.flags
@@ -636,8 +640,6 @@ def _build_prepared(
     """Build a sandbox whose init waits for its command (run by the pool's thread)."""
     cfg = ffi.new("struct iso_config *")
     _describe_sandbox(cfg, layout, static, uid, gid)
-    scratch = ffi.new("int[]", max(len(layout.mounts), 1))  # C writes into it while it builds
-    cfg.scratch = scratch
     cfg.flags = (flags & ~lib.ISO_F_SECCOMP) | lib.ISO_F_PREPARED
     cfg.stdio = [-1, -1, -1]
     sources = []
@@ -654,7 +656,7 @@ def _build_prepared(
     try:
         cfg.init_fd = _open_init()
         cfg.control_fd = theirs.fileno()
-        rc = lib.iso_spawn(cfg, out)
+        rc = _spawn(cfg, out)
     except BaseException:
         os.close(control)
         raise
