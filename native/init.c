@@ -116,13 +116,14 @@ static void __attribute__((noreturn)) report(int status_fd, int status)
 {
     /* Every process left in this pid namespace descends from the worker, and
      * an orphan is reparented to pid 1: with no child left, the namespace is
-     * empty, and kill(-1) (which walks every process of the host) is spared. */
+     * empty, and kill(-1) (which walks every process of the host) is spared.
+     * __WALL: a child cloned with CLONE_PARENT and no exit signal is one too. */
     pid_t left;
-    while ((left = waitpid(-1, NULL, WNOHANG)) > 0)
+    while ((left = waitpid(-1, NULL, WNOHANG | __WALL)) > 0)
         ;
     if (left == 0) {
         kill(-1, SIGKILL); /* every process of this pid namespace but pid 1 */
-        while (waitpid(-1, NULL, 0) > 0)
+        while (waitpid(-1, NULL, __WALL) > 0)
             ;
     }
     struct rusage ru;
