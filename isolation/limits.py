@@ -21,6 +21,19 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # build or test suite prints, and it keeps the caller's memory bounded.
 DEFAULT_MAX_OUTPUT = 64 << 20
 
+# Bytes each writable tmpfs of a sandbox (/tmp, /work, /dev/shm) may hold when the
+# caller sets nothing (and sets no smaller `memory`): tmpfs pages are not charged
+# to any rlimit, so without a bound one sandbox could fill the host's memory.
+DEFAULT_TMPFS_SIZE = 1 << 30
+
+# Pseudo-terminals one sandbox may hold at once when the caller sets nothing: the
+# host's pty table is shared (kernel.pty.max), so an unbounded devpts lets one
+# sandbox take every pty of the host.
+DEFAULT_MAX_PTYS = 16
+
+# Limits that bound the sandbox's own file systems; set on every run.
+MOUNT_BOUNDS = frozenset({"tmpfs_size", "max_ptys"})
+
 
 def parse_size(text: str | int) -> int:
     """``512M``, ``2G``, ``1.5K``, ``4096`` -> bytes (binary units)."""
@@ -47,7 +60,9 @@ def _positive(name: str, value: Any, *, integer: bool) -> Any:
 
 @attrs.frozen
 class Limits:
-    """None means "no limit" except for `max_output` (default 64 MiB per stream)."""
+    """None means "no limit" except for `max_output` (default 64 MiB per stream),
+    `tmpfs_size` (None: the smaller of `memory` and 1 GiB, see `tmpfs_bytes`) and
+    `max_ptys` (default 16; 0: no pseudo-terminals at all)."""
 
     wall_timeout: float | None = None
     cpu_seconds: int | None = None
@@ -56,11 +71,22 @@ class Limits:
     max_open_files: int | None = None
     max_file_size: int | None = None
     max_output: int | None = DEFAULT_MAX_OUTPUT
+    tmpfs_size: int | None = None
+    max_ptys: int = DEFAULT_MAX_PTYS
 
     def __attrs_post_init__(self) -> None:
         _positive("wall_timeout", self.wall_timeout, integer=False)
-        for name in ("cpu_seconds", "memory", "max_pids", "max_open_files", "max_file_size", "max_output"):
+        sizes = ("cpu_seconds", "memory", "max_pids", "max_open_files", "max_file_size", "max_output", "tmpfs_size")
+        for name in sizes:
             _positive(name, getattr(self, name), integer=True)
+        if isinstance(self.max_ptys, bool) or not isinstance(self.max_ptys, int) or self.max_ptys < 0:
+            raise PolicyError(f"limits.max_ptys: expected an integer >= 0, got {self.max_ptys!r}")
+
+    def tmpfs_bytes(self) -> int:
+        """The size bound of each writable tmpfs: `tmpfs_size`, else min(`memory`, 1 GiB)."""
+        if self.tmpfs_size is not None:
+            return self.tmpfs_size
+        return min(self.memory, DEFAULT_TMPFS_SIZE) if self.memory is not None else DEFAULT_TMPFS_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -74,11 +100,12 @@ class Limits:
         if unknown:
             raise PolicyError(f"limits: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
         values = dict(data)
-        for name in ("memory", "max_file_size", "max_output"):
+        for name in ("memory", "max_file_size", "max_output", "tmpfs_size"):
             if isinstance(values.get(name), str):
                 values[name] = parse_size(values[name])
         return cls(**values)
 
     def requested(self) -> dict[str, int | float]:
-        """The limits that are set, by name."""
-        return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+        """The limits that are set, by name; not the bounds every sandbox's own file
+        systems carry (`tmpfs_size`, `max_ptys`), which the backends claim with the mounts."""
+        return {k: v for k, v in attrs.asdict(self).items() if v is not None and k not in MOUNT_BOUNDS}

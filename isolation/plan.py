@@ -21,7 +21,7 @@ from isolation.paths import is_executable_file, is_within
 from isolation.policy import IsolationPolicy, python_paths
 from isolation.seccomp import SeccompFilter, compile_filter
 
-MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "dev", "symlink", "file"]
+MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "dev", "symlink", "file", "mask"]
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -38,7 +38,10 @@ class Mount:
 
     `ro-bind`/`rw-bind`: `source` is the host path. `symlink`: `source` is the
     link text. `file`: `data` is the content of a read-only file. `tmpfs`,
-    `proc`, `dev`: fresh file systems.
+    `proc`, `dev`: fresh file systems. `mask`: an empty file nobody may open
+    (mode 0000, read-only mount) over the existing file `target`, skipped when
+    `target` does not exist inside (used for host-wide /proc entries, see
+    `sysview.proc_masks`).
     """
 
     kind: MountKind
@@ -49,7 +52,7 @@ class Mount:
 
     @property
     def writable(self) -> bool:
-        return self.kind in ("rw-bind", "tmpfs", "proc", "dev")
+        return self.kind in ("rw-bind", "tmpfs", "proc", "dev")  # "mask": read-only
 
 
 @attrs.frozen(cache_hash=True)  # a run's recipe keeps its plan: the backend's caches hash it per run
@@ -220,8 +223,9 @@ def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
     """The mounts `policy` asks for, in plan order (cached: a policy is immutable,
     and the system view is resolved once per process)."""
     mounts = _system_mounts(policy.network)
+    mounts.append(Mount("proc", "/proc", origin="sandbox"))
+    mounts += [Mount("mask", path, origin="sandbox") for path in sysview.proc_masks()]
     mounts += [
-        Mount("proc", "/proc", origin="sandbox"),
         Mount("dev", "/dev", origin="sandbox"),
         Mount("tmpfs", "/tmp", origin="sandbox"),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 
 import attrs
 
@@ -58,3 +59,42 @@ def _entries(paths: tuple[str, ...]) -> tuple[SystemEntry, ...]:
 def system_view(network: bool) -> tuple[SystemEntry, ...]:
     """The host paths of the system view, as they exist on this host (cached per process)."""
     return _entries(SYSTEM_ROOTS + SYSTEM_ETC + (NETWORK_ETC if network else ()))
+
+
+# Host-wide /proc entries masked in every sandbox: they list the keys (and key
+# quotas) of the sandbox's uid, which outside is the caller's.
+PROC_MASKED_ALWAYS: tuple[str, ...] = ("/proc/keys", "/proc/key-users")
+
+
+def _root_only_proc_entries() -> list[str]:
+    """Host-wide /proc files that only their owner (root) may read: kpageflags,
+    slabinfo, timer_list, the 0600 knobs under /proc/sys, ... Not per-process entries."""
+    found: list[str] = []
+    for top, dirs, files in os.walk("/proc"):
+        if top == "/proc":
+            dirs[:] = [d for d in dirs if not d.isdigit() and d not in ("self", "thread-self")]
+        for name in files:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            owner_only = st.st_mode & stat.S_IRUSR and not st.st_mode & stat.S_IROTH
+            if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and owner_only:
+                found.append(path)
+    return found
+
+
+@functools.cache
+def proc_masks() -> tuple[str, ...]:
+    """The /proc entries each sandbox covers with an unreadable file (plan `mask` mounts).
+
+    A root caller's sandbox uid maps to host uid 0, the owner of every host-wide
+    /proc entry: without a mask it could read the root-only ones (no capability
+    is needed to read a file one owns). For any other caller they are unreadable
+    anyway and only the key lists are masked.
+    """
+    masks = list(PROC_MASKED_ALWAYS)
+    if os.geteuid() == 0:
+        masks += [p for p in _root_only_proc_entries() if p not in masks]
+    return tuple(sorted(masks))
