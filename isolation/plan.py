@@ -42,6 +42,10 @@ class Mount:
     (mode 0000, read-only mount) over the existing file `target`, skipped when
     `target` does not exist inside (used for host-wide /proc entries, see
     `sysview.proc_masks`).
+
+    `size`: the byte bound of a `tmpfs` (of a `dev`'s /dev/shm): tmpfs pages
+    count against no rlimit, so each writable tmpfs is bounded (`Limits.tmpfs_bytes`).
+    `ptys`: how many ptys a `dev`'s own devpts instance may hold (0: no devpts).
     """
 
     kind: MountKind
@@ -49,6 +53,8 @@ class Mount:
     source: str | None = None
     data: bytes | None = None
     origin: str = "system"  # "system", "network", "policy", "work", "sandbox": why this mount exists
+    size: int | None = None
+    ptys: int | None = None
 
     @property
     def writable(self) -> bool:
@@ -88,6 +94,8 @@ class SandboxPlan:
                     "source": m.source,
                     "mode": "rw" if m.writable else "ro",
                     "origin": m.origin,
+                    **({"size": m.size} if m.size is not None else {}),
+                    **({"ptys": m.ptys} if m.ptys is not None else {}),
                 }
                 for m in self.mounts
             ],
@@ -222,15 +230,16 @@ def build_plan(
 def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
     """The mounts `policy` asks for, in plan order (cached: a policy is immutable,
     and the system view is resolved once per process)."""
+    size, ptys = policy.limits.tmpfs_bytes(), policy.limits.max_ptys
     mounts = _system_mounts(policy.network)
     mounts.append(Mount("proc", "/proc", origin="sandbox"))
-    mounts += [Mount("mask", path, origin="sandbox") for path in sysview.proc_masks()]
+    mounts += [Mount("mask", path, origin="sandbox") for path in sysview.proc_masks(policy.network)]
     mounts += [
-        Mount("dev", "/dev", origin="sandbox"),
-        Mount("tmpfs", "/tmp", origin="sandbox"),
+        Mount("dev", "/dev", origin="sandbox", size=size, ptys=ptys),
+        Mount("tmpfs", "/tmp", origin="sandbox", size=size),
     ]
     if policy.work_host is None:
-        mounts.append(Mount("tmpfs", WORK_DIR, origin="work"))
+        mounts.append(Mount("tmpfs", WORK_DIR, origin="work", size=size))
     else:
         mounts.append(Mount("rw-bind", WORK_DIR, source=policy.work_host, origin="work"))
     # Parents before children so a narrower bind shadows a broader one; at the

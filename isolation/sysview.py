@@ -85,16 +85,27 @@ def _root_only_proc_entries() -> list[str]:
     return found
 
 
+# Below it, what a process sees belongs to its own network namespace.
+PROC_NET_SYSCTLS = "/proc/sys/net"
+
+
 @functools.cache
-def proc_masks() -> tuple[str, ...]:
+def proc_masks(network: bool) -> tuple[str, ...]:
     """The /proc entries each sandbox covers with an unreadable file (plan `mask` mounts).
 
     A root caller's sandbox uid maps to host uid 0, the owner of every host-wide
     /proc entry: without a mask it could read the root-only ones (no capability
     is needed to read a file one owns). For any other caller they are unreadable
     anyway and only the key lists are masked.
+
+    Without `network` the sandbox's /proc/sys/net shows its own, fresh network
+    namespace, not the host's: nothing there to hide, and the host's per-interface
+    and initial-namespace-only entries do not even exist inside (a mask needs its
+    target: bubblewrap cannot create one under /proc).
     """
     masks = list(PROC_MASKED_ALWAYS)
     if os.geteuid() == 0:
-        masks += [p for p in _root_only_proc_entries() if p not in masks]
+        for p in _root_only_proc_entries():
+            if p not in masks and (network or not p.startswith(PROC_NET_SYSCTLS + "/")):
+                masks.append(p)
     return tuple(sorted(masks))

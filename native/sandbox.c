@@ -410,13 +410,47 @@ static void make_file(int rootfd, int stagefd, int index, const struct iso_mount
     attach_tree(rootfd, tree, m->target, 0, 1);
 }
 
+/* buf = "MODE,size=BYTES": a fresh tmpfs's options.  A size of 0 would mean
+ * "no bound" to the kernel, so it is refused instead. */
+static const char *tmpfs_options(char *buf, const char *mode, uint64_t size, const char *target)
+{
+    static const char key[] = ",size=";
+    char digits[24];
+    size_t n = 0, len = strlen(mode);
+    if (size == 0)
+        iso_die("tmpfs size", target, EINVAL);
+    do
+        digits[n++] = (char)('0' + size % 10);
+    while ((size /= 10) != 0);
+    memcpy(buf, mode, len);
+    memcpy(buf + len, key, sizeof key - 1);
+    len += sizeof key - 1;
+    while (n > 0)
+        buf[len++] = digits[--n];
+    buf[len] = '\0';
+    return buf;
+}
+
+/* A fresh file system on the new directory `name` of the /dev tmpfs `dev`. */
+static void mount_in_dev(int dev, const char *name, const char *fstype, unsigned long flags, const char *opts)
+{
+    CHECK(mkdirat(dev, name, 0755), "mkdir", name);
+    int fd = openat(dev, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    CHECK(fd, "open", name);
+    CHECK(mount(fstype, fd_path(fd), fstype, flags, opts), fstype, name);
+    close(fd);
+}
+
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
 /* A minimal /dev: the harmless character devices bound from the host, a
- * private devpts instance, a writable /dev/shm; the rest read-only. */
-static void make_dev(int rootfd, const char *target)
+ * private devpts instance holding at most m->max_ptys ptys (none at all, and
+ * no /dev/ptmx, for 0: the host's pty table is shared), a /dev/shm of at most
+ * m->size bytes; the rest read-only. */
+static void make_dev(int rootfd, const struct iso_mount *m)
 {
-    char host[64];
+    const char *target = m->target;
+    char host[64], opts[96];
     mount_fresh(rootfd, target, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
     /* Everything below is created relative to the fresh tmpfs itself. */
     int dev = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
@@ -439,27 +473,58 @@ static void make_dev(int rootfd, const char *target)
         CHECK(syscall(SYS_move_mount, tree, "", dev, name, ISO_MOVE_MOUNT_F_EMPTY_PATH), "move_mount", host);
         close(tree);
     }
-    static const char *const fresh[][4] = {
-        {"pts", "devpts", "newinstance,ptmxmode=0666,mode=620", "n"},
-        {"shm", "tmpfs", "mode=1777", "d"},
-    };
-    for (size_t i = 0; i < 2; i++) {
-        CHECK(mkdirat(dev, fresh[i][0], 0755), "mkdir", fresh[i][0]);
-        int fd = openat(dev, fresh[i][0], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        CHECK(fd, "open", fresh[i][0]);
-        unsigned long flags = MS_NOSUID | (fresh[i][3][0] == 'n' ? MS_NOEXEC : MS_NODEV);
-        CHECK(mount(fresh[i][1], fd_path(fd), fresh[i][1], flags, fresh[i][2]), fresh[i][1], fresh[i][0]);
-        close(fd);
+    if (m->max_ptys > 0) {
+        static const char pts[] = "newinstance,ptmxmode=0666,mode=620,max=";
+        memcpy(opts, pts, sizeof pts - 1);
+        opts[sizeof pts - 1 + iso_fmt_uint(opts + sizeof pts - 1, (unsigned int)m->max_ptys)] = '\0';
+        mount_in_dev(dev, "pts", "devpts", MS_NOSUID | MS_NOEXEC, opts);
+        CHECK(symlinkat("pts/ptmx", dev, "ptmx"), "symlink", "ptmx");
     }
+    mount_in_dev(dev, "shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_options(opts, "mode=1777", m->size, "/dev/shm"));
     static const char *const links[][2] = {
-        {"pts/ptmx", "ptmx"},          {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
-        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+        {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"},
     };
     for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
         CHECK(symlinkat(links[i][0], dev, links[i][1]), "symlink", links[i][1]);
     CHECK(set_attr(dev, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NOEXEC, 0), "mount_setattr",
           target);
     close(dev);
+}
+
+/* Hide the existing file `target` under an empty file nobody may open: mode
+ * 0000, on a read-only, nosuid, nodev, noexec mount (so its owner, the
+ * sandbox user, cannot chmod it either).  Nothing there: nothing to hide,
+ * skipped.  The first mask is bound from a file made in the staging
+ * directory and checked read-only; every later one is a clone of that
+ * attached mount (*first), which carries its attributes: one open_tree and
+ * one move_mount per mask. */
+static void make_mask(int rootfd, int stagefd, int *first, const char *target)
+{
+    int at = openat2_in_root(rootfd, target, O_PATH | O_NOFOLLOW);
+    if (at < 0 && errno == ENOENT)
+        return;
+    CHECK(at, "open mask target", target);
+    int tree;
+    if (*first < 0) {
+        CHECK(mknodat(stagefd, "mask", S_IFREG | 0000, 0), "create mask", target);
+        tree = (int)syscall(SYS_open_tree, stagefd, "mask", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC);
+        CHECK(tree, "open_tree", target);
+        CHECK(set_attr(tree, ISO_MOUNT_ATTR_RDONLY | ISO_MOUNT_ATTR_NOSUID | ISO_MOUNT_ATTR_NODEV |
+                                 ISO_MOUNT_ATTR_NOEXEC, 0),
+              "mount_setattr", target);
+    } else {
+        tree = (int)syscall(SYS_open_tree, *first, "", ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        CHECK(tree, "open_tree", target);
+    }
+    CHECK(syscall(SYS_move_mount, tree, "", at, "", ISO_MOVE_MOUNT_F_EMPTY_PATH | ISO_MOVE_MOUNT_T_EMPTY_PATH),
+          "move_mount", target);
+    close(at);
+    verify_read_only(tree, target);
+    if (*first < 0)
+        *first = tree;
+    else
+        close(tree);
 }
 
 static const char *const proc_covered[] = {"sys", "sysrq-trigger", "irq", "bus", "fs"};
@@ -526,6 +591,8 @@ static void setup_mounts(const struct iso_config *cfg)
     CHECK(rootfd, "open", "/tmp/root");
     int stagefd = open("/tmp/files", O_PATH | O_DIRECTORY | O_CLOEXEC);
     CHECK(stagefd, "open", "/tmp/files");
+    int mask = -1; /* the first mask's mount, which later ones clone */
+    char opts[64];
 
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct iso_mount *m = &cfg->mounts[i];
@@ -536,19 +603,23 @@ static void setup_mounts(const struct iso_config *cfg)
             break;
         case ISO_MOUNT_TMPFS:
             mount_fresh(rootfd, m->target, "tmpfs", MS_NOSUID | MS_NODEV,
-                        strcmp(m->target, "/tmp") == 0 ? "mode=1777" : "mode=0755");
+                        tmpfs_options(opts, strcmp(m->target, "/tmp") == 0 ? "mode=1777" : "mode=0755", m->size,
+                                      m->target));
             break;
         case ISO_MOUNT_PROC:
             make_proc(rootfd, m->target);
             break;
         case ISO_MOUNT_DEV:
-            make_dev(rootfd, m->target);
+            make_dev(rootfd, m);
             break;
         case ISO_MOUNT_SYMLINK:
             make_symlink(rootfd, m->source, m->target);
             break;
         case ISO_MOUNT_FILE:
             make_file(rootfd, stagefd, i, m);
+            break;
+        case ISO_MOUNT_MASK:
+            make_mask(rootfd, stagefd, &mask, m->target);
             break;
         default:
             iso_die("unknown mount kind", m->target, EINVAL);
@@ -559,6 +630,8 @@ static void setup_mounts(const struct iso_config *cfg)
         }
     }
     close(stagefd);
+    if (mask >= 0)
+        close(mask);
 
     /* Enter the new root; the old one is stacked beneath it and detached. */
     CHECK(fchdir(rootfd), "chdir", "/tmp/root");

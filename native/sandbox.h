@@ -14,6 +14,7 @@
 #define ISO_MOUNT_DEV 5
 #define ISO_MOUNT_SYMLINK 6
 #define ISO_MOUNT_FILE 7
+#define ISO_MOUNT_MASK 8   /* an empty mode-0000 file, read-only, over an existing target (skipped if none) */
 
 /* iso_config.flags */
 #define ISO_F_USERNS 1     /* new user namespace with the maps below */
@@ -34,6 +35,8 @@ struct iso_mount {
     const char *target;   /* absolute path inside the sandbox */
     const char *data;     /* file content (ISO_MOUNT_FILE) */
     size_t data_len;
+    uint64_t size;        /* ISO_MOUNT_TMPFS, ISO_MOUNT_DEV (its /dev/shm): tmpfs bound in bytes, > 0 */
+    int max_ptys;         /* ISO_MOUNT_DEV: its devpts instance's max=; 0: no devpts, no /dev/ptmx */
 };
 
 struct iso_rule {

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
 from isolation import Bind, FsRead, FsWrite, IsolationPolicy, Network, build_bwrap_command
 from isolation.backends import bwrap as bwrap_mod
+from isolation.limits import Limits
+from isolation.plan import build_plan
 
 BW = "/usr/bin/bwrap"
 
@@ -44,11 +47,12 @@ def test_strict_baseline_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tuple(argv[argv.index("--proc") : argv.index("--proc") + 2]) == ("--proc", "/proc")
     assert argv[argv.index("--dev") + 1] == "/dev"
     tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
-    assert tmpfs == ["/tmp", "/work"]
+    assert tmpfs == ["/dev/shm", "/dev/pts", "/tmp", "/work"]
     assert argv[argv.index("--chdir") + 1] == "/work"
     assert argv[-3:] == ["--", "echo", "hi"]
     assert ("/usr", "/usr") in _pairs(argv, "--ro-bind")
-    assert argv.index("--remount-ro") > max(i for i, a in enumerate(argv) if a in ("--bind", "--ro-bind", "--tmpfs"))
+    root_ro = next(i for i, a in enumerate(argv) if a == "--remount-ro" and argv[i + 1] == "/")
+    assert root_ro > max(i for i, a in enumerate(argv) if a in ("--bind", "--ro-bind", "--tmpfs"))
 
 
 def test_network_shares_the_net_namespace() -> None:
@@ -69,7 +73,7 @@ def test_rw_and_ro_binds_and_work(tmp_path: object) -> None:
     i_rw = argv.index(ws)
     i_ro = argv.index(ws + "/.git")
     assert i_rw < i_ro, "the narrower read-only bind must be applied after its writable parent"
-    assert [a for i, a in enumerate(argv) if i and argv[i - 1] == "--tmpfs"] == ["/tmp"]
+    assert [a for i, a in enumerate(argv) if i and argv[i - 1] == "--tmpfs"] == ["/dev/shm", "/dev/pts", "/tmp"]
 
 
 def test_custom_bind_target() -> None:
@@ -99,3 +103,48 @@ def test_find_bwrap_prefers_trusted_paths(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr(bwrap_mod, "_path_warned", False)
     with pytest.warns(bwrap_mod.BwrapFromPathWarning, match="from \\$PATH"):
         assert bwrap_mod.find_bwrap() == fake
+
+
+def _tmpfs_sizes(argv: list[str]) -> dict[str, int | None]:
+    """Each --tmpfs target and the --size just before it (None: unbounded)."""
+    out: dict[str, int | None] = {}
+    for i, a in enumerate(argv):
+        if a == "--tmpfs":
+            opts = argv[max(i - 4, 0) : i]
+            out[argv[i + 1]] = int(opts[opts.index("--size") + 1]) if "--size" in opts else None
+    return out
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [(Limits(), 1 << 30), (Limits(memory=64 << 20), 64 << 20), (Limits(tmpfs_size=8 << 20, memory=1 << 30), 8 << 20)],
+)
+def test_every_writable_tmpfs_is_bounded(limits: Limits, expected: int) -> None:
+    argv = build_bwrap_command(IsolationPolicy(limits=limits), ["true"], bwrap=BW)
+    sizes = _tmpfs_sizes(argv)
+    assert sizes == {"/dev/shm": expected, "/dev/pts": None, "/tmp": expected, "/work": expected}
+    assert argv[argv.index("/dev/shm") - 3 : argv.index("/dev/shm")] == ["--perms", "1777", "--tmpfs"]
+
+
+def test_bwraps_devpts_is_hidden_under_an_empty_read_only_tmpfs() -> None:
+    """bubblewrap's argv cannot bound its devpts (no max=): the sandbox gets none."""
+    argv = build_bwrap_command(IsolationPolicy(), ["true"], bwrap=BW)
+    i = argv.index("/dev/pts")
+    assert argv[i - 1] == "--tmpfs" and argv[i + 1 : i + 3] == ["--remount-ro", "/dev/pts"]
+    assert i > argv.index("--dev")
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_masks_are_bound_from_an_unopenable_empty_file(network: bool) -> None:
+    policy = IsolationPolicy(network=network)
+    argv = build_bwrap_command(policy, ["true"], bwrap=BW)
+    masks = [t for t in build_plan(policy, ["true"]).mounts if t.kind == "mask"]
+    assert {"/proc/keys", "/proc/key-users"} <= {m.target for m in masks}
+    binds = dict((dst, src) for src, dst in _pairs(argv, "--ro-bind"))
+    sources = {binds[m.target] for m in masks}
+    assert len(sources) == 1
+    st = os.stat(sources.pop())
+    assert stat.S_IMODE(st.st_mode) == 0 and st.st_size == 0 and stat.S_ISREG(st.st_mode)
+    assert all(argv.index(m.target) > argv.index("--proc") for m in masks)
+    # Only targets that exist inside: without Network the host's /proc/sys/net is not the sandbox's.
+    assert network or not any(m.target.startswith("/proc/sys/net/") for m in masks)

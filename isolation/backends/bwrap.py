@@ -24,7 +24,7 @@ from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.paths import is_executable_file
-from isolation.plan import SandboxPlan, build_plan
+from isolation.plan import Mount, SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.result import Usage
 from isolation.rlimits import RlimitSetting, sandbox_enforced_limits, sandbox_limits
@@ -148,6 +148,20 @@ def _data_file(content: bytes) -> str:
     return path
 
 
+def _mask_file() -> str:
+    """An empty file nobody may open (mode 0000), bound read-only over each `mask`
+    target: the sandbox user owns it but has no capability to override its mode."""
+    path = os.path.join(os.path.dirname(_data_file(b"")), "mask-0000")
+    if not os.path.exists(path):
+        with _lock:
+            if not os.path.exists(path):
+                tmp = f"{path}.{threading.get_ident()}.tmp"
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+                os.chmod(tmp, 0)
+                os.replace(tmp, path)
+    return path
+
+
 def plan_to_bwrap_args(
     plan: SandboxPlan,
     bwrap: str,
@@ -180,7 +194,7 @@ def plan_to_bwrap_args(
         elif m.kind == "symlink":
             args += ["--symlink", str(m.source), m.target]
         elif m.kind == "tmpfs":
-            args += ["--tmpfs", m.target]
+            args += [*_size(m), "--tmpfs", m.target]
         elif m.kind == "proc":
             args += ["--proc", m.target]
             for sub in PROC_READ_ONLY:
@@ -191,8 +205,15 @@ def plan_to_bwrap_args(
             if dev_copies is not None:
                 for name in DEV_NODES:
                     args += ["--dev-bind", f"{dev_copies}/{name}", f"{m.target}/{name}"]
+            # bubblewrap's --dev leaves /dev/shm a directory of its /dev tmpfs: a bounded one of its own.
+            args += [*_size(m), "--perms", "1777", "--tmpfs", f"{m.target}/shm"]
+            # Its devpts instance (from --dev) is unbounded, and its argv cannot set max=: hidden under
+            # an empty read-only tmpfs, /dev/ptmx (a link into it) leads nowhere: no ptys at all.
+            args += ["--perms", "0755", "--tmpfs", f"{m.target}/pts", "--remount-ro", f"{m.target}/pts"]
         elif m.kind == "file":
             args += ["--ro-bind", _data_file(m.data or b""), m.target]
+        elif m.kind == "mask":
+            args += ["--ro-bind", _mask_file(), m.target]
         else:  # pragma: no cover - the plan's kinds are closed
             raise AssertionError(m.kind)
     args += ["--remount-ro", "/", "--chdir", plan.cwd]
@@ -204,6 +225,12 @@ def plan_to_bwrap_args(
         args += ["--block-fd", str(block_fd)]
     args += ["--", *plan.argv]
     return args
+
+
+def _size(m: Mount) -> list[str]:
+    if m.size is None or m.size <= 0:  # 0 would mean "no bound" to the kernel
+        raise AssertionError(f"the plan's {m.kind} at {m.target} carries no size bound")
+    return ["--size", str(m.size)]
 
 
 def build_bwrap_command(

@@ -54,6 +54,7 @@ _KIND = {
     "dev": lib.ISO_MOUNT_DEV,
     "symlink": lib.ISO_MOUNT_SYMLINK,
     "file": lib.ISO_MOUNT_FILE,
+    "mask": lib.ISO_MOUNT_MASK,
 }
 
 _NAMESPACES = (
@@ -702,6 +703,8 @@ def _static_config(
         if m.data is not None:
             arr[i].data = cstr(m.data)
             arr[i].data_len = len(m.data)
+        arr[i].size = m.size or 0  # C refuses a tmpfs without a bound
+        arr[i].max_ptys = m.ptys or 0
     rules = ffi.NULL
     if ruleset is not None:
         rules = ffi.new("struct iso_rule[]", max(len(ruleset.rules), 1))
