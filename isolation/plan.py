@@ -131,6 +131,13 @@ class SandboxPlan:
         return None
 
 
+def tmpfs_bound(mounts: Sequence[Mount]) -> int | None:
+    """The byte bound every writable tmpfs of `mounts` carries (/tmp, a tmpfs /work,
+    a `dev`'s /dev/shm); None when there is none, or not one shared bound."""
+    sizes = {m.size for m in mounts if m.kind in ("tmpfs", "dev")}
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+
+
 def _mount_for(mounts: Sequence[Mount], path: str) -> Mount | None:
     best: Mount | None = None
     for m in mounts:  # later mounts shadow earlier ones

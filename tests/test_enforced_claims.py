@@ -22,7 +22,7 @@ import pytest
 
 import isolation
 from isolation import IsolationPolicy, landlock
-from isolation.limits import Limits
+from isolation.limits import MOUNT_BOUNDS, Limits
 from isolation.plan import build_plan
 from isolation.rlimits import RLIMIT_LIMITS
 from isolation.runner import RUNNER_LIMITS
@@ -67,6 +67,25 @@ def whiteout():  # a 0:0 character device needs no CAP_MKNOD; Landlock's make_ch
     os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(0, 0))
     os.unlink(p)
 
+def pty():
+    master, slave = os.openpty()
+    os.close(master)
+    os.close(slave)
+
+mounts = []  # [mount point, per-mount options, fs type, superblock options], in mount order
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    sep = f.index("-")
+    mounts.append([f[4], f[5].split(","), f[sep + 1], f[sep + 3].split(",")])
+writable_tmpfs = {}
+for point, opts, fstype, _ in mounts:
+    if fstype == "tmpfs" and "rw" in opts and point not in writable_tmpfs:
+        try:
+            st = os.statvfs(point)  # the file system now visible there
+        except OSError:
+            continue  # below a directory this user cannot search (host control only)
+        writable_tmpfs[point] = [st.f_blocks * st.f_frsize, not st.f_flag & os.ST_RDONLY]
+
 fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
 def proc1(what):
@@ -90,6 +109,9 @@ print(json.dumps({
     "tcp_bind": outcome(tcp_bind),
     "abstract_connect": outcome(abstract_connect),
     "kill_pid1": outcome(lambda: os.kill(1, 0)),
+    "mounts": mounts,
+    "writable_tmpfs": writable_tmpfs,
+    "pty": outcome(pty),
     "cgroup": {c: line.split(":", 2)[2] for line in open("/proc/self/cgroup").read().splitlines()
                for c in line.split(":", 2)[1].split(",")},
     "rlimits": {n: resource.getrlimit(getattr(resource, n))[0]
@@ -114,6 +136,7 @@ POLICIES: dict[str, tuple[IsolationPolicy, str]] = {
                                       max_file_size=64 << 20, wall_timeout=120, max_output=1 << 20)),
         "best_effort",
     ),
+    "bounds": (IsolationPolicy(limits=Limits(tmpfs_size=8 << 20, max_ptys=0)), "strict"),
 }
 
 
@@ -204,9 +227,35 @@ def check_landlock(run: Run, arg: str) -> None:
             assert run.facts["abstract_connect"] == "EPERM"
 
 
+def check_tmpfs_size(run: Run, value: int, mechanism: str) -> None:
+    assert mechanism == "tmpfs" and value == run.policy.limits.tmpfs_bytes()
+    page = resource.getpagesize()
+    tmpfs = run.facts["writable_tmpfs"]
+    expected = {"/tmp", "/dev/shm"} | ({"/work"} if run.policy.work_host is None else set())
+    assert expected <= set(tmpfs), tmpfs
+    for point, (size, writable) in tmpfs.items():  # every tmpfs still writable inside carries the bound
+        assert not writable or size == -(-value // page) * page, (point, size)
+
+
+def check_max_ptys(run: Run, value: int, mechanism: str) -> None:
+    top = {point: (fstype, sb) for point, _, fstype, sb in run.facts["mounts"]}  # later mounts shadow earlier
+    if mechanism == "devpts":
+        assert 0 < value == run.policy.limits.max_ptys
+        assert top["/dev/pts"][0] == "devpts" and f"max={value}" in top["/dev/pts"][1], top["/dev/pts"]
+        assert run.facts["pty"] == "ok"  # the probe does get a pty where the bound allows it
+    else:
+        assert mechanism == "no-devpts" and value == 0 <= run.policy.limits.max_ptys
+        assert not any(fstype == "devpts" for fstype, _ in top.values()), top
+        assert run.facts["pty"] != "ok"
+
+
 def check_limit(run: Run, arg: str) -> None:
     setting, _, mechanism = arg.partition(":")
     name, _, value_text = setting.partition("=")
+    if name == "tmpfs_size":
+        return check_tmpfs_size(run, int(value_text), mechanism)
+    if name == "max_ptys":
+        return check_max_ptys(run, int(value_text), mechanism)
     requested = run.policy.limits.requested()
     assert name in requested and float(value_text) == requested[name], arg
     if mechanism == "runner":
@@ -283,6 +332,9 @@ def test_every_claim_is_observed_in_the_run_that_made_it(
     # A requested limit is either claimed (by the backend or the runner) or listed as missing.
     for name in policy.limits.requested():
         assert any(c.startswith(f"limit:{name}=") for c in enforced) or f"limit:{name}" in run.result.missing, name
+    # The bounds of the sandbox's own file systems are claimed on every run.
+    for name in MOUNT_BOUNDS:
+        assert any(c.startswith(f"limit:{name}=") for c in enforced), name
 
 
 def test_the_host_control_detects_what_the_checks_look_for(
@@ -300,6 +352,9 @@ def test_the_host_control_detects_what_the_checks_look_for(
     assert facts["ns"] == {n: os.readlink(f"/proc/self/ns/{n}") for n in NAMESPACES}
     assert not set(facts["root"]) <= MINIMAL_ROOT
     assert facts["rlimits"]["RLIMIT_NOFILE"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert facts["pty"] == "ok" and any(fstype == "devpts" for _, _, fstype, _ in facts["mounts"])
+    shm = os.statvfs("/dev/shm")
+    assert facts["writable_tmpfs"]["/dev/shm"] == [shm.f_blocks * shm.f_frsize, True]  # the host's own size
 
 
 def test_the_runner_output_limit_holds(backend: str) -> None:

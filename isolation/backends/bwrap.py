@@ -24,7 +24,7 @@ from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.paths import is_executable_file
-from isolation.plan import Mount, SandboxPlan, build_plan
+from isolation.plan import Mount, SandboxPlan, build_plan, tmpfs_bound
 from isolation.policy import IsolationPolicy
 from isolation.result import Usage
 from isolation.rlimits import RlimitSetting, sandbox_enforced_limits, sandbox_limits
@@ -210,6 +210,8 @@ def plan_to_bwrap_args(
             # Its devpts instance (from --dev) is unbounded, and its argv cannot set max=: hidden under
             # an empty read-only tmpfs, /dev/ptmx (a link into it) leads nowhere: no ptys at all.
             args += ["--perms", "0755", "--tmpfs", f"{m.target}/pts", "--remount-ro", f"{m.target}/pts"]
+            # And its /dev tmpfs, unbounded, would stay writable: read-only, as the native /dev is.
+            args += ["--remount-ro", m.target]
         elif m.kind == "file":
             args += ["--ro-bind", _data_file(m.data or b""), m.target]
         elif m.kind == "mask":
@@ -231,6 +233,18 @@ def _size(m: Mount) -> list[str]:
     if m.size is None or m.size <= 0:  # 0 would mean "no bound" to the kernel
         raise AssertionError(f"the plan's {m.kind} at {m.target} carries no size bound")
     return ["--size", str(m.size)]
+
+
+def mount_bounds(plan: SandboxPlan) -> list[str]:
+    """Claims for the bounds plan_to_bwrap_args gives the sandbox's own file systems:
+    --size on every writable tmpfs; no ptys at all (bubblewrap's devpts is hidden)."""
+    claims: list[str] = []
+    size = tmpfs_bound(plan.mounts)
+    if size is not None:
+        claims.append(f"limit:tmpfs_size={size}:tmpfs")
+    if any(m.kind == "dev" for m in plan.mounts):
+        claims.append("limit:max_ptys=0:no-devpts")
+    return claims
 
 
 def build_bwrap_command(
@@ -643,6 +657,7 @@ class BwrapBackend:
         if plan.seccomp is not None:
             enforced.append(f"seccomp:{plan.seccomp.profile}:sha256={plan.seccomp.digest}")
         enforced += [st.claim for st in settings]
+        enforced += mount_bounds(plan)
         if cgroup is not None:
             enforced.append(f"limit:max_pids={max_pids}:cgroup-v1")
         return Launched(child, tuple(enforced))

@@ -33,7 +33,7 @@ from isolation.backends import ENV_PRETEND_MISSING, nspool, prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
-from isolation.plan import WORK_DIR, Mount, SandboxPlan
+from isolation.plan import WORK_DIR, Mount, SandboxPlan, tmpfs_bound
 from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
 from isolation.seccomp import SeccompFilter
@@ -751,11 +751,26 @@ def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
         enforced.append(f"namespace:{name}")
     enforced += ["rootfs:minimal", "ids:65534", "capabilities:none", "no_new_privs", "new_session"]
     enforced += ["fds:closed", "env:cleared", "pid1:init"]
+    enforced += _mount_bounds(plan.mounts)
     ruleset = None
     if host.landlock_abi >= 1:
         unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
         ruleset = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
     return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
+
+
+def _mount_bounds(mounts: tuple[Mount, ...]) -> list[str]:
+    """Claims for the bounds setup_mounts gives the sandbox's own file systems:
+    size= on every writable tmpfs, max= on its devpts instance (none at all for 0)."""
+    claims: list[str] = []
+    size = tmpfs_bound(mounts)
+    if size is not None:
+        claims.append(f"limit:tmpfs_size={size}:tmpfs")
+    ptys = {m.ptys for m in mounts if m.kind == "dev"}
+    if len(ptys) == 1 and None not in ptys:
+        n = ptys.pop()
+        claims.append(f"limit:max_ptys={n}:devpts" if n else "limit:max_ptys=0:no-devpts")
+    return claims
 
 
 def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
