@@ -113,7 +113,8 @@ def test_plan_runs_nothing_and_shows_everything(tmp_path: object) -> None:
     doc = json.loads(cli("plan", "--json", "--backend", "bwrap", "--", "true").stdout)
     assert doc["backend"] == "bwrap" and doc["network"] is False
     assert doc["bwrap_argv"][0].endswith("bwrap") and doc["bwrap_argv"][-2:] == ["--", "true"]
-    assert {"kind": "tmpfs", "target": "/work", "source": None, "mode": "rw", "origin": "work"} in doc["mounts"]
+    work = {"kind": "tmpfs", "target": "/work", "source": None, "mode": "rw", "origin": "work", "size": 1 << 30}
+    assert work in doc["mounts"]
 
 
 def test_probe_reports_the_host() -> None:
