@@ -16,6 +16,7 @@ import os
 import platform
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -239,3 +240,35 @@ def test_no_ptys_when_max_ptys_is_zero(backend: str) -> None:
     if backend == "native":
         assert "ptmx" not in listing and "pts" not in listing
     assert "null" in listing  # control: the listing works and shows the other nodes
+
+
+# Runs in a mount namespace of its own where the host's /proc has a submount holding a
+# root-only file at /proc/sys/fs/binfmt_misc (the one kind of place a user namespace may
+# still mount a fresh proc over: an empty permanent directory). bubblewrap rebinds the
+# host's /proc/sys with its submounts; the native backend's fresh one has none.
+SUBMOUNT = """
+import json, os, subprocess, sys
+import isolation
+from isolation import IsolationPolicy
+d = "/proc/sys/fs/binfmt_misc"
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], check=True)
+fd = os.open(d + "/secret", os.O_WRONLY | os.O_CREAT, 0o600)
+os.write(fd, b"root only")
+os.close(fd)
+res = isolation.run([sys.argv[1], "-c", OPEN, d + "/secret", "/proc/uptime"], IsolationPolicy(),
+                    backend=sys.argv[2], timeout=60)
+print(json.dumps([res.returncode, json.loads(res.stdout or "{}"), res.stderr.decode(errors="replace")]))
+""".replace("OPEN", repr(OPEN))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host's root-only /proc entries are masked for root callers only")
+def test_a_root_only_file_in_a_host_submount_of_proc_is_masked_too(backend: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(isolation.__file__)))}
+    argv = ["unshare", "-m", "--propagation", "private", sys.executable, "-c", SUBMOUNT, PYTHON, backend]
+    res = subprocess.run(argv, capture_output=True, timeout=120, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    rc, inside, stderr = json.loads(res.stdout)
+    assert rc == 0, stderr
+    assert inside["/proc/uptime"] == "ok"  # control
+    # bwrap carries the submount in with the host's /proc/sys: masked there; native's fresh /proc lacks it.
+    assert inside["/proc/sys/fs/binfmt_misc/secret"] == ("EACCES" if backend == "bwrap" else "ENOENT")
