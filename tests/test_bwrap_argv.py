@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import stat
 
+import attrs
 import pytest
 
 from isolation import Bind, FsRead, FsWrite, IsolationPolicy, Network, build_bwrap_command
 from isolation.backends import bwrap as bwrap_mod
 from isolation.limits import Limits
-from isolation.plan import build_plan
+from isolation.plan import Mount, build_plan
 
 BW = "/usr/bin/bwrap"
 
@@ -148,3 +149,11 @@ def test_masks_are_bound_from_an_unopenable_empty_file(network: bool) -> None:
     assert all(argv.index(m.target) > argv.index("--proc") for m in masks)
     # Only targets that exist inside: without Network the host's /proc/sys/net is not the sandbox's.
     assert network or not any(m.target.startswith("/proc/sys/net/") for m in masks)
+
+
+def test_a_mask_whose_target_is_gone_is_skipped() -> None:
+    plan = build_plan(IsolationPolicy(), ["true"])
+    gone = Mount("mask", "/proc/sys/net/ipv6/conf/isolation-gone0/stable_secret", origin="sandbox")
+    argv = bwrap_mod.plan_to_bwrap_args(attrs.evolve(plan, mounts=(*plan.mounts, gone)), BW)
+    assert gone.target not in argv
+    assert "/proc/keys" in argv  # control: an existing target is masked
