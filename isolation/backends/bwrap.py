@@ -149,8 +149,10 @@ def _data_file(content: bytes) -> str:
 
 
 def _mask_file() -> str:
-    """An empty file nobody may open (mode 0000), bound read-only over each `mask`
-    target: the sandbox user owns it but has no capability to override its mode."""
+    """An empty file nobody may open (mode 0000), bound over each `mask` target: the
+    sandbox has no capability to override its mode. For a root caller it belongs to
+    host uid 65534, which the root-mapped sandbox user is not, so it cannot chmod it
+    back either and a writable bind is enough (see `_mask_bind`)."""
     path = os.path.join(os.path.dirname(_data_file(b"")), "mask-0000")
     if not os.path.exists(path):
         with _lock:
@@ -158,8 +160,21 @@ def _mask_file() -> str:
                 tmp = f"{path}.{threading.get_ident()}.tmp"
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
                 os.chmod(tmp, 0)
+                if os.geteuid() == 0:
+                    os.chown(tmp, MASK_OWNER, MASK_OWNER)
                 os.replace(tmp, path)
     return path
+
+
+# Owner of a root caller's mask file: not the sandbox user's host uid (0).
+MASK_OWNER = 65534
+
+
+def _mask_bind() -> str:
+    """bubblewrap re-reads the mount table for each read-only bind (about 0.2 ms a
+    mask): a root caller's mask file is safe writable (not the sandbox's, mode 0000);
+    anyone else's belongs to the sandbox user, who could chmod it, so read-only."""
+    return "--bind" if os.geteuid() == 0 else "--ro-bind"
 
 
 def plan_to_bwrap_args(
@@ -218,7 +233,7 @@ def plan_to_bwrap_args(
             # bubblewrap fails on a target it cannot create under /proc: one that has gone since the
             # plan was made (a host network interface removed, with Network) is skipped, as native does.
             if os.path.lexists(m.target):
-                args += ["--ro-bind", _mask_file(), m.target]
+                args += [_mask_bind(), _mask_file(), m.target]
         else:  # pragma: no cover - the plan's kinds are closed
             raise AssertionError(m.kind)
     args += ["--remount-ro", "/", "--chdir", plan.cwd]
