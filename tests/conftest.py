@@ -6,9 +6,10 @@ the matrix for local work; CI runs the default, so no backend is skipped there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from procs import child_pids, fd_table
@@ -21,6 +22,24 @@ BACKENDS = tuple(b for b in os.environ.get("ISOLATION_TEST_BACKENDS", ",".join(A
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a real sandboxing backend."""
     return str(request.param)
+
+
+@pytest.fixture
+def host_lacking() -> Iterator[Callable[[str], None]]:
+    """`host_lacking("userns,landlock-abi=5")`: this process's runs see a host lacking those
+    features (SPEC as for tests/_with_host.py), until the next call or the end of the test.
+    Applied in-process through `simulate_host`: nothing a production environment could set."""
+    from _with_host import parse
+
+    from isolation.backends.native import simulate_host
+
+    with contextlib.ExitStack() as stack:
+
+        def lacking(spec: str) -> None:
+            stack.close()
+            stack.enter_context(simulate_host(parse(spec)))
+
+        yield lacking
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -61,14 +62,14 @@ def test_run_with_none_emits_the_warning_and_enforces_nothing(monkeypatch: pytes
         isolation.run(["true"])
 
 
-def test_auto_follows_a_changed_environment_between_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_follows_a_changed_host_between_runs(
+    monkeypatch: pytest.MonkeyPatch, host_lacking: Callable[[str], None]
+) -> None:
     """auto's choice is remembered per call and environment, not once for all: a host
-    that stops offering what native needs (pretended here) gets bwrap on the next run."""
-    from isolation.backends import ENV_PRETEND_MISSING
-
+    that stops offering what native needs (simulated here) gets bwrap on the next run."""
     monkeypatch.delenv("NOETHER_ISOLATION", raising=False)
     assert isolation.run(["true"]).backend == "native"
-    monkeypatch.setenv(ENV_PRETEND_MISSING, "userns")
+    host_lacking("userns")
     assert isolation.run(["true"]).backend == "bwrap"
-    monkeypatch.delenv(ENV_PRETEND_MISSING)
+    host_lacking("")
     assert isolation.run(["true"]).backend == "native"

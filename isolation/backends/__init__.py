@@ -31,13 +31,8 @@ BACKEND_NAMES: tuple[str, ...] = ("auto", "native", "bwrap", "none")
 AUTO_ORDER: tuple[str, ...] = ("native", "bwrap")
 ENV_BACKEND = "NOETHER_ISOLATION"
 ENV_REQUIRE = "NOETHER_REQUIRE_ISOLATION"
-# Tests only: pretend the host lacks features, to exercise every rung of the
-# degradation ladder on a kernel that has them all (read by the native backend,
-# and so by `auto`'s choice). Comma-separated names: "userns", "landlock",
-# "seccomp"; and "landlock-abi=N" to cap the ABI.
-ENV_PRETEND_MISSING = "_ISOLATION_TEST_PRETEND_MISSING"
-# The environment `resolve_backend`'s choice depends on (the last through `auto`'s availability checks).
-RESOLUTION_ENV: tuple[str, ...] = (ENV_BACKEND, ENV_REQUIRE, ENV_PRETEND_MISSING)
+# The environment `resolve_backend`'s choice depends on.
+RESOLUTION_ENV: tuple[str, ...] = (ENV_BACKEND, ENV_REQUIRE)
 
 
 def get_backend(name: str) -> Backend:

@@ -22,14 +22,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
-from isolation.backends import ENV_PRETEND_MISSING, nspool, prepared
+from isolation.backends import nspool, prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
@@ -38,10 +38,6 @@ from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
 from isolation.seccomp import SeccompFilter
 from isolation.userns import userns_status
-
-PRETEND_ENV = ENV_PRETEND_MISSING  # tests only (see isolation.backends)
-# Tests only: sandbox paths whose Landlock rules are left out (mounted but not allowed).
-UNLISTED_ENV = "_ISOLATION_TEST_LANDLOCK_UNLISTED"
 
 # pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
 INIT_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_isolation_init")
@@ -67,16 +63,52 @@ _NAMESPACES = (
 )
 
 
-def _pretend() -> tuple[frozenset[str], int | None]:
-    names: set[str] = set()
-    cap: int | None = None
-    for item in os.environ.get(PRETEND_ENV, "").split(","):
-        item = item.strip()
-        if item.startswith("landlock-abi="):
-            cap = int(item.split("=", 1)[1])
-        elif item:
-            names.add(item)
-    return frozenset(names), cap
+@attrs.frozen
+class SimulatedHost:
+    """What a test makes this process believe the host lacks (see `simulate_host`).
+
+    It only ever takes layers away, and `RunResult.missing` says so: a run on a
+    simulated host is what the same run on a real host lacking them would be.
+    `landlock_unlisted` leaves the Landlock rules of those sandbox paths out
+    (mounted but not allowed), to show that Landlock, not the mount table, denies them.
+    """
+
+    userns: bool = True
+    landlock: bool = True
+    landlock_abi: int | None = None  # cap on the kernel's ABI
+    seccomp: bool = True
+    landlock_unlisted: frozenset[str] = frozenset()
+
+
+_simulated: SimulatedHost | None = None
+
+
+@contextlib.contextmanager
+def simulate_host(host: SimulatedHost) -> Iterator[None]:
+    """Within the block, this process's runs see `host` (tests only).
+
+    The one way to walk the degradation ladder on a kernel that has every layer:
+    a call in the process itself, never an environment variable or a file, so
+    nothing a production environment sets can switch a layer off. Choices made
+    from the host's features (`auto`'s backend, the native templates) are
+    forgotten on the way in and out. Not thread-safe: for tests.
+    """
+    global _simulated
+    before = _simulated
+    _simulated = host
+    _forget_choices()
+    try:
+        yield
+    finally:
+        _simulated = before
+        _forget_choices()
+
+
+def _forget_choices() -> None:
+    from isolation import runner  # imported late: the runner imports the backends
+
+    runner._recipes.clear()
+    _templates.clear()
 
 
 @attrs.frozen
@@ -88,15 +120,15 @@ class HostFeatures:
 
 
 def host_features() -> HostFeatures:
-    pretend, cap = _pretend()
+    sim = _simulated or SimulatedHost()
     ok, why = userns_status()
-    if "userns" in pretend:
-        ok, why = False, f"pretended missing ({PRETEND_ENV})"
-    abi = 0 if "landlock" in pretend else landlock.kernel_abi()
-    if cap is not None:
-        abi = min(abi, cap)
+    if not sim.userns:
+        ok, why = False, "simulated by a test (isolation.backends.native.simulate_host)"
+    abi = landlock.kernel_abi() if sim.landlock else 0
+    if sim.landlock_abi is not None:
+        abi = min(abi, sim.landlock_abi)
     abi = min(abi, landlock.NEWEST_ABI)
-    return HostFeatures(ok, why, abi, "seccomp" not in pretend)
+    return HostFeatures(ok, why, abi, sim.seccomp)
 
 
 @functools.cache
@@ -402,15 +434,14 @@ class _Template:
     ns_key: nspool.Key | None  # prepared namespaces to join; None: the sandbox creates its own
 
 
-# Per (plan, enforcement, test switches, caller's ids). A plan is immutable and the host's
+# Per (plan, enforcement, simulated host, caller's ids). A plan is immutable and the host's
 # features are probed once per process; a host layout (no user namespace) is per run.
 _templates: dict[tuple[object, ...], _Template] = {}
 _TEMPLATES_MAX = 64
 
 
 def _template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
-    env = os.environ
-    key = (plan, enforcement, env.get(PRETEND_ENV), env.get(UNLISTED_ENV), os.geteuid(), os.getegid())
+    key = (plan, enforcement, _simulated, os.geteuid(), os.getegid())
     tpl = _templates.get(key)
     if tpl is None:
         tpl = _make_template(plan, enforcement)
@@ -750,7 +781,7 @@ def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     enforced += ["fds:closed", "env:cleared", "pid1:init"]
     ruleset = None
     if host.landlock_abi >= 1:
-        unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
+        unlisted = _simulated.landlock_unlisted if _simulated is not None else frozenset()
         ruleset = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
     return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
 
