@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -40,6 +42,23 @@ def host_lacking() -> Iterator[Callable[[str], None]]:
             stack.enter_context(simulate_host(parse(spec)))
 
         yield lacking
+
+
+# Who a command runs as in the native backend's host layout (no user namespace): a root
+# caller's command becomes 65534 there, anyone else's stays the caller.
+HOST_LAYOUT_UID = 65534 if os.geteuid() == 0 else os.geteuid()
+
+
+@pytest.fixture
+def host_layout_dir() -> Iterator[str]:
+    """A directory (mode 0755, under /tmp) owned by the user a host-layout command runs as:
+    pytest's tmp_path lies below a 0700 directory of the caller, which 65534 cannot enter."""
+    path = tempfile.mkdtemp(prefix="isolation-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    if os.geteuid() == 0:
+        os.chown(path, HOST_LAYOUT_UID, HOST_LAYOUT_UID)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

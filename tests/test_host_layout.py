@@ -8,11 +8,18 @@ named in `RunResult.missing`; each probe has a control where the same probe succ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from conftest import HOST_LAYOUT_UID
 
 import isolation
+from isolation import IsolationPolicy
 
 pytestmark = pytest.mark.security
 PYTHON = "/usr/bin/python3"
@@ -59,3 +66,149 @@ def test_the_old_test_variables_switch_nothing_off(
     host_lacking("landlock")
     res = isolation.run([PYTHON, "-c", LAYERS], backend="native", timeout=60, enforcement="best_effort")
     assert json.loads(res.stdout)["whiteout"] == "ok" and "landlock:fs" in res.missing
+
+
+# -- the host layout's holes (issue 11, B.9) -------------------------------------------
+
+ROOT = os.geteuid() == 0
+
+
+def run_probe(code: str, policy: IsolationPolicy | None = None, *args: str) -> isolation.RunResult:
+    res = isolation.run([PYTHON, "-c", PROBE_HELPERS + code, *args], policy, backend="native", timeout=60,
+                        enforcement="best_effort")
+    assert res.returncode == 0, res
+    assert "namespace:user" in res.missing and "namespace:mount" in res.missing  # the host layout ran
+    return res
+
+
+def host_probe(code: str, *args: str, user: int | None = None, cwd: str | None = None) -> str:
+    """The same probe in a plain host process (the control)."""
+    user = user if ROOT else None  # only root may run it as another user
+    out = subprocess.run([PYTHON, "-c", PROBE_HELPERS + code, *args], capture_output=True, timeout=60, check=True,
+                         user=user, cwd=cwd)
+    return out.stdout.decode()
+
+
+PROBE_HELPERS = """
+import errno, json, os, socket, sys
+def t(f, *a):
+    try:
+        f(*a)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+"""
+
+PROC_WRITES = ["/proc/sys/kernel/core_pattern", "/proc/sys/kernel/hostname", "/proc/self/comm"]
+# Opened for writing, never written: the open is what Landlock and the file's mode decide.
+OPEN_FOR_WRITE = "print(json.dumps({p: t(lambda p: os.close(os.open(p, os.O_WRONLY)), p) for p in sys.argv[1:]}))"
+
+
+def test_nothing_under_proc_is_writable(host_lacking: Callable[[str], None]) -> None:
+    host_lacking("userns")
+    inside = json.loads(run_probe(OPEN_FOR_WRITE, None, *PROC_WRITES).stdout)
+    assert set(inside.values()) == {"EACCES"}, inside
+    # Control: a plain process of the caller opens what its user may write (as root: all of them).
+    outside = json.loads(host_probe(OPEN_FOR_WRITE, *PROC_WRITES))
+    assert outside["/proc/self/comm"] == "ok"
+    if ROOT:
+        assert outside["/proc/sys/kernel/core_pattern"] == outside["/proc/sys/kernel/hostname"] == "ok", outside
+
+
+IDENTITY = """
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print(json.dumps({k: st[k].split() for k in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd",
+                                             "CapAmb", "NoNewPrivs")}))
+"""
+
+
+def test_ids_and_capabilities_are_claimed_exactly(host_lacking: Callable[[str], None]) -> None:
+    host_lacking("userns")
+    res = run_probe(IDENTITY)
+    facts = json.loads(res.stdout)
+    held = ("CapInh", "CapPrm", "CapEff", "CapAmb")
+    assert all(int(facts[k][0], 16) == 0 for k in held), facts
+    assert facts["NoNewPrivs"] == ["1"] and "no_new_privs" in res.enforced
+    if ROOT:  # the command runs as 65534 with no groups and no capability in any set
+        assert facts["Uid"] == ["65534"] * 4 and facts["Gid"] == ["65534"] * 4 and facts["Groups"] == []
+        assert int(facts["CapBnd"][0], 16) == 0
+        assert {"ids:65534", "capabilities:none"} <= set(res.enforced)
+        assert not {"ids:65534", "capabilities:bounding"} & set(res.missing)
+    else:  # it stays the caller, whose bounding set it cannot drop: claimed exactly, the rest missing
+        assert facts["Uid"] == [str(os.getuid())] * 4
+        assert int(facts["CapBnd"][0], 16) != 0
+        assert "capabilities:held=none" in res.enforced and "capabilities:none" not in res.enforced
+        assert {"ids:65534", "capabilities:bounding"} <= set(res.missing)
+    # Control: the namespaced sandbox claims and has every set empty.
+    host_lacking("")
+    ns = isolation.run([PYTHON, "-c", PROBE_HELPERS + IDENTITY], backend="native", timeout=60)
+    assert "capabilities:none" in ns.enforced and int(json.loads(ns.stdout)["CapBnd"][0], 16) == 0
+
+
+METADATA = """
+target, readable, = sys.argv[1:3]
+out = {
+    "chmod": t(os.chmod, target, 0o666),
+    "lchown": t(os.lchown, target, -1, -1),
+    "chown": t(os.chown, target, -1, -1),
+    "utime": t(os.utime, target, (0, 0)),
+    "utime_now": t(os.utime, target),
+    "chmod_dirfd": t(lambda: os.chmod(os.path.basename(target), 0o666,
+                                      dir_fd=os.open(os.path.dirname(target), os.O_PATH))),
+}
+fd = os.open(readable, os.O_RDONLY)
+out["fchmod_readable"] = t(os.fchmod, fd, 0o666)
+out["futimens_readable"] = t(os.utime, fd, (0, 0))
+open("mine", "w").close()
+fd = os.open("mine", os.O_RDONLY)
+out["fchmod_work"] = t(os.fchmod, fd, 0o750)
+out["futimens_work"] = t(os.utime, fd, None)
+out["chmod_work"] = t(os.chmod, "mine", 0o700)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def callers_dir() -> Iterator[Path]:
+    """A directory of the caller's that anyone may enter (mode 0755, under /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix="isolation-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_mode_owner_and_times_of_host_files_stay(
+    host_layout_dir: str, callers_dir: Path, host_lacking: Callable[[str], None]
+) -> None:
+    """Landlock does not govern chmod, chown and utime: in the host layout seccomp refuses them by path."""
+    # A file outside the policy that the command's own user owns (for a root caller, 65534's):
+    # only the seccomp rule stands between it and a new mode.
+    outside = Path(host_layout_dir) / "outside"
+    outside.write_text("x")
+    outside.chmod(0o600)
+    if ROOT:
+        os.chown(outside, HOST_LAYOUT_UID, HOST_LAYOUT_UID)
+    readable = callers_dir / "readable"  # the caller's file the policy lets the command read
+    readable.write_text("r")
+    readable.chmod(0o644)
+    before = {p: (p.stat().st_mode, p.stat().st_mtime_ns) for p in (outside, readable)}
+    host_lacking("userns")
+    res = run_probe(METADATA, IsolationPolicy().with_read(str(callers_dir)), str(outside), str(readable))
+    got = json.loads(res.stdout)
+    by_path = ("chmod", "lchown", "chown", "utime", "utime_now", "chmod_dirfd", "chmod_work")
+    assert {got[k] for k in by_path} == {"EPERM"}, got
+    assert (outside.stat().st_mode, outside.stat().st_mtime_ns) == before[outside]
+    # Through a descriptor: the command's own file in its private /work (the control) ...
+    assert got["fchmod_work"] == got["futimens_work"] == "ok", got
+    # ... and a file it may read, the caller's: changeable by its owner. A root caller's command
+    # runs as 65534 and owns none; anyone else's can, and `missing` names it.
+    if ROOT:
+        assert got["fchmod_readable"] == got["futimens_readable"] == "EPERM", got
+        assert "files:metadata-by-descriptor" not in res.missing
+        assert (readable.stat().st_mode, readable.stat().st_mtime_ns) == before[readable]
+    else:
+        assert got["fchmod_readable"] == "ok" and "files:metadata-by-descriptor" in res.missing
+    # Control: a plain process of the same user changes the same file by path.
+    host = json.loads(host_probe(METADATA, str(outside), str(readable), user=HOST_LAYOUT_UID, cwd=host_layout_dir))
+    assert host["chmod"] == host["chmod_work"] == "ok", host
+    assert outside.stat().st_mode & 0o777 == 0o666

@@ -101,7 +101,8 @@ def test_host_abstract_socket_unreachable_even_with_network(
 
 
 def test_host_processes_cannot_be_signalled_even_without_a_pid_namespace(host_lacking: Callable[[str], None]) -> None:
-    victim = subprocess.Popen(["sleep", "60"])
+    # A root caller's command runs as 65534 without a user namespace: the victim is that user's.
+    victim = subprocess.Popen(["sleep", "60"], user=65534 if os.geteuid() == 0 else None)
     try:
         code = (
             f"import os\ntry:\n os.kill({victim.pid}, 0); print('signalled')\n"
@@ -176,7 +177,8 @@ def test_best_effort_without_landlock_lists_it_and_loses_it(
     assert "landlock:fs" in res.missing and not any(e.startswith("landlock:") for e in res.enforced)
 
 
-def test_best_effort_without_user_namespaces(tmp_path: Path, host_lacking: Callable[[str], None]) -> None:
+def test_best_effort_without_user_namespaces(host_layout_dir: str, host_lacking: Callable[[str], None]) -> None:
+    tmp_path = Path(host_layout_dir)  # the command's user may enter it: Landlock alone must deny the secret
     secret = tmp_path / "secret"
     secret.write_text("s3cret")
     readable = tmp_path / "readable"
@@ -197,15 +199,18 @@ open('w', 'w').write('work ok'); print(os.getcwd() != '/work')
 """
     res = py(code, policy, enforcement="best_effort")
     assert res.stdout == b"ok\ndenied\ndenied\nTrue\n", res
-    assert {"namespace:user", "namespace:pid", "rootfs:minimal", "ids:65534"} <= set(res.missing)
+    assert {"namespace:user", "namespace:pid", "rootfs:minimal"} <= set(res.missing)
+    # A root caller's command runs as 65534 on the host; anyone else's as the caller.
+    assert ("ids:65534" in res.enforced) is (os.geteuid() == 0) is ("ids:65534" not in res.missing)
     assert not any(e.startswith("namespace:") for e in res.enforced)
     # Control: on the host the same secret is readable.
     assert secret.read_text() == "s3cret"
 
 
 def test_best_effort_without_user_namespaces_refuses_remapped_paths(
-    tmp_path: Path, host_lacking: Callable[[str], None]
+    host_layout_dir: str, host_lacking: Callable[[str], None]
 ) -> None:
+    tmp_path = Path(host_layout_dir)  # writable by the command's user (65534 for a root caller)
     host_lacking("userns")
     policy = IsolationPolicy(work_host=str(tmp_path))
     assert py("print(1)", policy, enforcement="best_effort").stdout == b"1\n"  # /work maps to the host dir

@@ -36,7 +36,7 @@ from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupErro
 from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
-from isolation.seccomp import SeccompFilter
+from isolation.seccomp import SeccompFilter, compile_profile
 from isolation.userns import userns_status
 
 # pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
@@ -466,6 +466,9 @@ def _make_template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
         )
     layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
     try:
+        missing = [m for m in missing if m not in layout.enforced]  # the host layout has ids of its own
+        if not host.userns and (plan.seccomp is None or not host.seccomp):
+            missing += _HOST_LAYOUT_SECCOMP if plan.network else [*_HOST_LAYOUT_SECCOMP, "network:non-tcp"]
         return _describe_run(plan, host, layout, (*missing, *layout.missing))
     except BaseException:
         layout.cleanup()
@@ -488,6 +491,8 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
     cfg = ffi.new("struct iso_config *")
     enforced = list(layout.enforced)
     seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+    if seccomp is not None and not host.userns:  # the host layout's own rules (see seccomp_profile)
+        seccomp = compile_profile(seccomp.profile, host_layout=True, network=plan.network)
     static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
     keep.append(static)
     flags = _describe_sandbox(cfg, layout, static, plan.uid, plan.gid)
@@ -786,20 +791,37 @@ def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
 
 
+# What the host layout's seccomp rules close, named in `missing` when it runs without them.
+_HOST_LAYOUT_SECCOMP = ["files:metadata", "sockets:unix"]
+
+
 def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     """Best effort without user namespaces: the command sees the host's file
     tree, and Landlock alone decides what it may touch. Only identity binds
     can be honoured (nothing can appear at another path), /work and /tmp
-    become private host directories, and TMPDIR points at the latter."""
+    become private host directories, and TMPDIR points at the latter.
+
+    What Landlock leaves open there is closed by other means or named in
+    `missing`: a root caller's command runs as 65534 with no groups (root
+    owns /proc/sys and the host's files, capabilities or not); /proc is
+    read-only; the seccomp filter gains the host-layout rules (the chmod,
+    chown and utime family by path, unix sockets by path, and without
+    `Network` every IP socket but TCP). An unprivileged caller cannot drop
+    the bounding set: `capabilities:bounding` is missing, and only the four
+    sets it holds are claimed empty."""
     if host.landlock_abi < 1:
         raise IsolationUnavailable(
             "without user namespaces and without Landlock nothing would restrict the file system; refusing to run"
         )
+    root = os.geteuid() == 0
     scratch = tempfile.mkdtemp(prefix="isolation-")
     os.chmod(scratch, 0o700)
     work, tmp = os.path.join(scratch, "work"), os.path.join(scratch, "tmp")
     os.mkdir(work)
     os.mkdir(tmp)
+    if root:  # the command's own: it runs as plan.uid
+        for d in (scratch, work, tmp):
+            os.chown(d, plan.uid, plan.gid)
     try:
         rules: list[landlock.Rule] = []
         for m in plan.mounts:
@@ -814,7 +836,7 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
                 rules.append(landlock.Rule(m.source, landlock.READ if m.kind == "ro-bind" else landlock.WRITE))
         rules += [landlock.Rule(work, landlock.WRITE), landlock.Rule(tmp, landlock.WRITE)]
         rules += [landlock.Rule(f"/dev/{d}", landlock.DEVICES) for d in ("null", "zero", "full", "random", "urandom")]
-        rules += [landlock.Rule("/proc", landlock.PROC)]
+        rules += [landlock.Rule("/proc", landlock.HOST_PROC)]
         abi = host.landlock_abi
         net = landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP if abi >= 4 and not plan.network else 0
         scoped = landlock.SCOPE_ABSTRACT_UNIX_SOCKET | landlock.SCOPE_SIGNAL if abi >= 6 else 0
@@ -824,10 +846,17 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
         env = {**dict(plan.env), "TMPDIR": tmp}
         if env.get("HOME") == WORK_DIR:
             env["HOME"] = work
-        flags = lib.ISO_F_CAPS if os.geteuid() == 0 else 0
-        enforced = ["capabilities:none", "no_new_privs", "new_session", "fds:closed", "env:cleared"]
-        missing = ("tmp:private-path", "work:at-/work", "files:/etc/passwd")
-        return _Layout(flags, (), ruleset, host_exe, cwd, tuple(env.items()), tuple(enforced), missing, scratch)
+        missing = ["tmp:private-path", "work:at-/work", "files:/etc/passwd"]
+        if root:
+            flags = lib.ISO_F_CAPS | lib.ISO_F_HOST_IDS
+            enforced = [f"ids:{plan.uid}", "capabilities:none"]
+        else:  # dropping the bounding set needs CAP_SETPCAP; no_new_privs keeps it from mattering to exec
+            flags = lib.ISO_F_HELD_CAPS
+            enforced = ["capabilities:held=none"]
+            # The caller's own files it may read: their mode, group and times change through a descriptor.
+            missing += ["capabilities:bounding", "files:metadata-by-descriptor"]
+        enforced += ["no_new_privs", "new_session", "fds:closed", "env:cleared"]
+        return _Layout(flags, (), ruleset, host_exe, cwd, tuple(env.items()), tuple(enforced), tuple(missing), scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
