@@ -155,7 +155,10 @@ def syscall_number(name: str) -> int | None:
 
 def _check(rc: int, what: str) -> None:
     if rc < 0:
-        raise IsolationUnavailable(f"libseccomp: {what} failed: {os.strerror(-rc)}")
+        from isolation.userns import seccomp_status  # libseccomp fails this way when seccomp(2) is refused
+
+        ok, why = seccomp_status()
+        raise IsolationUnavailable(f"libseccomp: {what} failed: {os.strerror(-rc)}" + ("" if ok else f": {why}"))
 
 
 def _export(lib: _Lib, ctx: Any) -> bytes:

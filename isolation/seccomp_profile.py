@@ -399,18 +399,22 @@ EXTENSIONS: dict[str, Extension] = {
     e.name: e
     for e in (
         Extension(
-            "nested-sandbox",
-            ("unshare", "setns", "clone", "pivot_root", "chroot", "mount", "umount2", *_MOUNT_API),
-            "a stage that builds its own sandbox (bwrap, this library, a container runtime) needs namespaces "
-            "and mounts; the kernel-surface, host, tty and socket rules stay",
-        ),
-        Extension(
             "debug",
             ("ptrace", "process_vm_readv", "process_vm_writev", "personality"),
             "debuggers and sanitizers (gdb, strace, LeakSanitizer's ptrace, ASLR off via personality); "
             "the pid namespace keeps them to the sandbox's own processes",
         ),
     )
+}
+
+# Extensions that existed and were removed: a policy naming one is refused with the reason.
+REMOVED: dict[str, str] = {
+    "nested-sandbox": (
+        "the seccomp extension 'nested-sandbox' was removed: it could not work, since a sandbox cannot be "
+        "built inside another (inside a native sandbox Landlock refuses every mount, inside bwrap "
+        "--disable-userns refuses the inner user namespace, and both drop the capabilities it needs); "
+        "start each sandbox from outside, with the default profile"
+    ),
 }
 
 DEFAULT = "default"
@@ -421,14 +425,16 @@ def normalize_choice(choice: str) -> str:
     """Canonical form of a profile choice, or ValueError with the reason.
 
     ``default``, ``none``, or extension names joined by ``+`` (each implies
-    the default profile): ``"debug+nested-sandbox"``; order and repeats do
-    not matter, ``default+x`` is ``x``.
+    the default profile): ``"debug"``; order and repeats do not matter,
+    ``default+x`` is ``x``. A removed extension is refused with the reason.
     """
     if choice in (DEFAULT, NONE):
         return choice
     parts = {p.strip() for p in choice.split("+")} - {DEFAULT}
     if NONE in parts:
         raise ValueError("'none' cannot be combined with extensions")
+    for name in sorted(parts & REMOVED.keys()):
+        raise ValueError(REMOVED[name])
     unknown = sorted(p for p in parts if p not in EXTENSIONS)
     if unknown or not parts:
         known = ", ".join([DEFAULT, NONE, *EXTENSIONS])

@@ -19,9 +19,11 @@ def test_auto_never_resolves_to_none() -> None:
 
 def test_auto_with_nothing_available_raises_with_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     from isolation import backends
+    from isolation.backends import bwrap
 
+    # bubblewrap not installed: the message says how to install it, and how to opt out.
     monkeypatch.setattr(backends, "AUTO_ORDER", ("bwrap",))
-    monkeypatch.setattr(backends.BwrapBackend, "availability", lambda self: backends.Availability(False, "absent"))
+    monkeypatch.setattr(bwrap, "find_bwrap", lambda: None)
     with pytest.raises(IsolationUnavailable, match="apt-get install bubblewrap.*--unsafe-no-isolation"):
         resolve_backend("auto", environ={})
 

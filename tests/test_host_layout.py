@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -212,3 +213,97 @@ def test_mode_owner_and_times_of_host_files_stay(
     host = json.loads(host_probe(METADATA, str(outside), str(readable), user=HOST_LAYOUT_UID, cwd=host_layout_dir))
     assert host["chmod"] == host["chmod_work"] == "ok", host
     assert outside.stat().st_mode & 0o777 == 0o666
+
+
+@pytest.fixture
+def unix_listeners(host_layout_dir: str) -> Iterator[tuple[str, str]]:
+    """A stream and a datagram socket at paths the command's user may reach (mode 0666 in a 0755
+    directory): a host service such as docker.sock or /dev/log, with nothing but the sandbox in the way."""
+    stream_path, dgram_path = os.path.join(host_layout_dir, "svc.sock"), os.path.join(host_layout_dir, "log.sock")
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.bind(stream_path)
+    stream.listen(8)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(dgram_path)
+    for p in (stream_path, dgram_path):
+        os.chmod(p, 0o666)
+    yield stream_path, dgram_path
+    stream.close()
+    dgram.close()
+
+
+UNIX_CLIENT = """
+stream_path, dgram_path = sys.argv[1:3]
+def connect():
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(stream_path)
+def send_datagram():  # a pair is enough to reach any datagram socket by its path
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.sendto(b"hello", dgram_path)
+def stream_pair():
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    assert b.recv(1) == b"x"
+print(json.dumps({"connect": t(connect), "sendto": t(send_datagram), "stream_pair": t(stream_pair)}))
+"""
+
+
+def test_host_unix_sockets_are_unreachable(
+    unix_listeners: tuple[str, str], host_lacking: Callable[[str], None]
+) -> None:
+    host_lacking("userns")
+    got = json.loads(run_probe(UNIX_CLIENT, None, *unix_listeners).stdout)
+    assert got == {"connect": "EAFNOSUPPORT", "sendto": "EPROTONOSUPPORT", "stream_pair": "ok"}, got
+    # Control: a plain process of the command's user reaches both.
+    host = json.loads(host_probe(UNIX_CLIENT, *unix_listeners, user=HOST_LAYOUT_UID))
+    assert host == {"connect": "ok", "sendto": "ok", "stream_pair": "ok"}, host
+
+
+@pytest.fixture
+def udp_listener() -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    yield s
+    s.close()
+
+
+def _received(s: socket.socket) -> bool:
+    try:
+        s.recv(64)
+        return True
+    except BlockingIOError:
+        return False
+
+
+IP_CLIENT = """
+port = int(sys.argv[1])
+def udp():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"out", ("127.0.0.1", port))
+print(json.dumps({
+    "udp": t(udp),
+    "udp6": t(lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()),
+    "ping": t(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).close()),
+    "mptcp": t(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262).close()),  # not TCP to Landlock
+    "tcp": t(lambda: socket.socket().close()),
+}))
+"""
+
+
+def test_ip_sockets_other_than_tcp_are_refused_without_network(
+    udp_listener: socket.socket, host_lacking: Callable[[str], None]
+) -> None:
+    """No network namespace here, and Landlock governs only TCP: seccomp refuses the rest."""
+    port = str(udp_listener.getsockname()[1])
+    host_lacking("userns")
+    res = run_probe(IP_CLIENT, None, port)
+    got = json.loads(res.stdout)
+    refused = dict.fromkeys(("udp", "udp6", "ping", "mptcp"), "EACCES")
+    assert {k: v for k, v in got.items() if k != "tcp"} == refused, got
+    assert got["tcp"] == "ok" and not _received(udp_listener)  # TCP: Landlock's (tested in test_native)
+    assert "+tcp-only:" in next(e for e in res.enforced if e.startswith("seccomp:"))
+    # Control: with Network the same sandbox sends, as does a plain process.
+    res = run_probe(IP_CLIENT, IsolationPolicy(network=True), port)
+    assert json.loads(res.stdout)["udp"] == "ok" and _received(udp_listener)
+    assert json.loads(host_probe(IP_CLIENT, port))["udp"] == "ok" and _received(udp_listener)

@@ -37,7 +37,7 @@ from isolation.plan import WORK_DIR, Mount, SandboxPlan
 from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
 from isolation.seccomp import SeccompFilter, compile_profile
-from isolation.userns import userns_status
+from isolation.userns import landlock_status, seccomp_status, userns_status
 
 # pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
 INIT_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_isolation_init")
@@ -106,7 +106,9 @@ def simulate_host(host: SimulatedHost) -> Iterator[None]:
 
 def _forget_choices() -> None:
     from isolation import runner  # imported late: the runner imports the backends
+    from isolation.backends import canary
 
+    canary.forget("native")
     runner._recipes.clear()
     _templates.clear()
 
@@ -117,18 +119,41 @@ class HostFeatures:
     userns_why: str
     landlock_abi: int
     seccomp: bool
+    landlock_why: str = ""  # the cause and fix when Landlock is unusable
+    seccomp_why: str = ""  # the same for seccomp
+
+    def why(self, features: list[str]) -> str:
+        """The causes (and fixes) of the host's gaps among `features` (names as in `missing`)."""
+        reasons = [self.userns_why] if not self.userns and any(f.startswith("namespace:") for f in features) else []
+        if any(f.startswith("landlock:") for f in features) and self.landlock_why:
+            reasons.append(self.landlock_why)
+        if "seccomp" in features and self.seccomp_why:
+            reasons.append(self.seccomp_why)
+        return "; ".join(reasons)
 
 
 def host_features() -> HostFeatures:
     sim = _simulated or SimulatedHost()
     ok, why = userns_status()
     if not sim.userns:
-        ok, why = False, "simulated by a test (isolation.backends.native.simulate_host)"
-    abi = landlock.kernel_abi() if sim.landlock else 0
+        ok, why = False, _SIMULATED
+    kernel_abi, landlock_why = _landlock_status()
+    abi = kernel_abi if sim.landlock else 0
     if sim.landlock_abi is not None:
         abi = min(abi, sim.landlock_abi)
     abi = min(abi, landlock.NEWEST_ABI)
-    return HostFeatures(ok, why, abi, sim.seccomp)
+    seccomp_ok, seccomp_why = _seccomp_status()
+    if abi == 0 < kernel_abi:
+        landlock_why = _SIMULATED
+    if seccomp_ok and not sim.seccomp:
+        seccomp_why = _SIMULATED
+    return HostFeatures(ok, why, abi, seccomp_ok and sim.seccomp, landlock_why, seccomp_why)
+
+
+_SIMULATED = "simulated by a test (isolation.backends.native.simulate_host)"
+# Kernel facts that do not change while the process lives.
+_landlock_status = functools.cache(landlock_status)
+_seccomp_status = functools.cache(seccomp_status)
 
 
 @functools.cache
@@ -384,13 +409,45 @@ class NativeBackend:
         return sandbox_enforced_limits()
 
     def availability(self) -> Availability:
+        """Available when this host has every layer and a minimal real sandbox runs (see canary)."""
+        from isolation.backends import canary
+
         if not os.access(INIT_PROGRAM, os.X_OK):
             return Availability(False, f"{INIT_PROGRAM} is missing or not executable; reinstall with `pip install .`")
         host = host_features()
         missing = self._missing(host, network=False)[1]
         if missing:
-            return Availability(False, f"this host lacks {', '.join(missing)} (best_effort runs without them)")
-        return Availability(True, f"user namespaces, Landlock ABI {host.landlock_abi}, seccomp")
+            return Availability(False, f"this host lacks {', '.join(missing)}: {host.why(missing)}")
+        return canary.check(self.name, _launch_unpooled, f"user namespaces, Landlock ABI {host.landlock_abi}, seccomp")
+
+    def verify(self, enforcement: Enforcement) -> None:
+        """Raise what a run with `enforcement` would raise while setting up on this host
+        (a minimal real sandbox, once per process; see canary)."""
+        from isolation.backends import canary
+
+        name = self.name if enforcement == "strict" else f"{self.name}/{enforcement}"
+        canary.require(name, functools.partial(_launch_unpooled, enforcement=enforcement))
+
+    def describe(self, plan: SandboxPlan, enforcement: Enforcement) -> dict[str, Any]:
+        """What a run of `plan` gets here, from the template the run itself uses: the rung
+        (``namespaces``, or ``host`` for best effort without user namespaces), what it
+        enforces and lacks, its mounts and its Landlock rules. Raises the refusal a run would."""
+        tpl = _template(plan, enforcement)
+        try:
+            layout = tpl.layout
+            rs = layout.ruleset
+            described: dict[str, Any] = {
+                "rung": "namespaces" if layout.flags & lib.ISO_F_USERNS else "host",
+                "enforced": list(tpl.enforced),
+                "missing": list(tpl.missing),
+                "landlock": None if rs is None else {"abi": rs.abi, "claim": rs.claim(), "rules": rs.describe()},
+            }
+            if layout.scratch_dir is not None:  # no mount namespace: the host's tree, Landlock's rules above
+                described["mounts"] = []
+            return described
+        finally:
+            if layout.scratch_dir is not None:  # a host layout's private directories: made per run
+                layout.cleanup()
 
     @staticmethod
     def _missing(host: HostFeatures, *, network: bool) -> tuple[list[str], list[str]]:
@@ -412,9 +469,36 @@ class NativeBackend:
         tpl = _template(plan, enforcement)
         try:
             return _start(tpl, stdio)
+        except SandboxSetupError as exc:
+            tpl.layout.cleanup()
+            if exc.step != "execve":
+                _forget_host()
+            raise
         except BaseException:
             tpl.layout.cleanup()
             raise
+
+
+def _launch_unpooled(plan: SandboxPlan, stdio: Stdio, enforcement: Enforcement = "strict") -> Launched:
+    """A run built on demand, as `launch` builds one when no prepared sandbox is ready;
+    without the pools, so checking the host (see canary) leaves nothing behind."""
+    tpl = _template(plan, enforcement)
+    try:
+        return _start(attrs.evolve(tpl, blueprint=None, build=None, ns_key=None), stdio)
+    except BaseException:
+        tpl.layout.cleanup()
+        raise
+
+
+def _forget_host() -> None:
+    """A sandbox failed to set up: what was concluded about this host is checked again."""
+    from isolation import runner, userns  # late: the runner imports the backends
+    from isolation.backends import canary
+
+    canary.forget("native")
+    userns.forget()
+    runner._recipes.clear()
+    _templates.clear()
 
 
 @attrs.frozen(eq=False)
@@ -459,10 +543,11 @@ def _make_template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
         required = [r for r in required if r != "seccomp"]
         missing = [m for m in missing if m != "seccomp"]
     if required and enforcement == "strict":
-        why = f" ({host.userns_why})" if not host.userns else ""
+        # bwrap needs user namespaces and seccomp too: advised only when Landlock alone is lacking.
+        bwrap = "backend='bwrap', or " if all(r.startswith("landlock:") for r in required) else ""
         raise IsolationUnavailable(
-            f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
-            "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
+            f"the native backend cannot enforce {', '.join(required)} on this host: {host.why(required)}; "
+            f"fix that, or use {bwrap}enforcement='best_effort' (CLI --best-effort) to run without them"
         )
     layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
     try:
