@@ -21,6 +21,7 @@ from conftest import HOST_LAYOUT_UID
 
 import isolation
 from isolation import IsolationPolicy
+from isolation.seccomp import compile_profile
 
 pytestmark = pytest.mark.security
 PYTHON = "/usr/bin/python3"
@@ -77,7 +78,7 @@ ROOT = os.geteuid() == 0
 def run_probe(code: str, policy: IsolationPolicy | None = None, *args: str) -> isolation.RunResult:
     res = isolation.run([PYTHON, "-c", PROBE_HELPERS + code, *args], policy, backend="native", timeout=60,
                         enforcement="best_effort")
-    assert res.returncode == 0, res
+    assert res.returncode == 0, (res.stderr, res)
     assert "namespace:user" in res.missing and "namespace:mount" in res.missing  # the host layout ran
     return res
 
@@ -307,3 +308,83 @@ def test_ip_sockets_other_than_tcp_are_refused_without_network(
     res = run_probe(IP_CLIENT, IsolationPolicy(network=True), port)
     assert json.loads(res.stdout)["udp"] == "ok" and _received(udp_listener)
     assert json.loads(host_probe(IP_CLIENT, port))["udp"] == "ok" and _received(udp_listener)
+
+
+# -- every claim of a host-layout run is observed in it ---------------------------------
+
+CLAIMS_PROBE = """
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+facts = {k: st[k].split() for k in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                    "NoNewPrivs", "Seccomp")}
+facts["sid"], facts["pid"] = os.getsid(0), os.getpid()
+facts["fds"] = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+facts["env"] = sorted(os.environ)
+facts["outside"] = t(lambda: open(sys.argv[1]).read())  # not in the policy: Landlock's to refuse
+facts["proc_write"] = t(lambda: os.close(os.open("/proc/self/comm", os.O_WRONLY)))
+facts["chmod"] = t(os.chmod, ".", 0o700)
+print(json.dumps(facts))
+"""
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_every_host_layout_claim_is_observed(
+    callers_dir: Path, host_lacking: Callable[[str], None], monkeypatch: pytest.MonkeyPatch, network: bool
+) -> None:
+    monkeypatch.setenv("ISOLATION_HOST_LAYOUT_SECRET", "s3cret")
+    secret = callers_dir / "secret"
+    secret.write_text("s")
+    secret.chmod(0o644)  # readable by the command's user: only Landlock keeps it out
+    host_lacking("userns")
+    policy = IsolationPolicy(network=network)
+    res = run_probe(CLAIMS_PROBE, policy, str(secret))
+    facts = json.loads(res.stdout)
+    assert not set(res.enforced) & set(res.missing)
+    checked = []
+    for claim in res.enforced:
+        kind, _, arg = claim.partition(":")
+        if claim == f"ids:{HOST_LAYOUT_UID}":
+            assert ROOT and facts["Uid"] == [arg] * 4 and facts["Gid"] == [arg] * 4 and facts["Groups"] == []
+        elif claim == "capabilities:none":
+            assert all(int(facts[k][0], 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+        elif claim == "capabilities:held=none":
+            assert all(int(facts[k][0], 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapAmb"))
+        elif claim == "no_new_privs":
+            assert facts["NoNewPrivs"] == ["1"]
+        elif claim == "new_session":
+            assert facts["sid"] == facts["pid"]  # the command leads a session of its own
+        elif claim == "fds:closed":
+            assert len([fd for fd in facts["fds"] if fd > 2]) <= 1  # the listing's own
+        elif claim == "env:cleared":
+            sandbox_env = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", *policy.env_allowlist}
+            assert set(facts["env"]) <= sandbox_env and "ISOLATION_HOST_LAYOUT_SECRET" not in facts["env"]
+        elif kind == "landlock":
+            assert facts["outside"] == facts["proc_write"] == "EACCES"
+        elif kind == "seccomp":
+            profile, _, digest = arg.partition(":sha256=")
+            expected = compile_profile("default", host_layout=True, network=network)
+            assert (profile, digest) == (expected.profile, expected.digest)
+            assert facts["Seccomp"] == ["2"] and facts["chmod"] == "EPERM"
+        elif claim.startswith("limit:max_output="):
+            assert claim.endswith(":runner")
+        else:
+            raise AssertionError(f"claim {claim!r} has no check here")
+        checked.append(claim)
+    assert any(c.startswith("landlock:") for c in checked) and any(c.startswith("seccomp:") for c in checked)
+    # Control: the same probe in a plain process of the caller sees none of it.
+    host = json.loads(host_probe(CLAIMS_PROBE, str(secret), cwd=str(callers_dir)))
+    assert host["outside"] == "ok" and host["Seccomp"] == ["0"] and host["NoNewPrivs"] == ["0"]
+    assert "ISOLATION_HOST_LAYOUT_SECRET" in host["env"] and host["sid"] != host["pid"]
+
+
+def test_without_the_filter_the_host_layout_names_what_it_leaves_open(
+    unix_listeners: tuple[str, str], udp_listener: socket.socket, host_lacking: Callable[[str], None]
+) -> None:
+    """A host without seccomp: the holes the host-layout rules close are open, and `missing` says so."""
+    host_lacking("userns,seccomp")
+    res = run_probe(UNIX_CLIENT, None, *unix_listeners)
+    assert json.loads(res.stdout)["connect"] == "ok"  # the probe works: only the filter refused it above
+    assert {"seccomp", "files:metadata", "sockets:unix", "network:non-tcp"} <= set(res.missing)
+    res = run_probe(IP_CLIENT, None, str(udp_listener.getsockname()[1]))
+    assert json.loads(res.stdout)["udp"] == "ok" and _received(udp_listener)
+    res = run_probe("print('ok')", IsolationPolicy(network=True))
+    assert {"files:metadata", "sockets:unix"} <= set(res.missing) and "network:non-tcp" not in res.missing
