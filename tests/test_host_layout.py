@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -388,3 +389,87 @@ def test_without_the_filter_the_host_layout_names_what_it_leaves_open(
     assert json.loads(res.stdout)["udp"] == "ok" and _received(udp_listener)
     res = run_probe("print('ok')", IsolationPolicy(network=True))
     assert {"files:metadata", "sockets:unix"} <= set(res.missing) and "network:non-tcp" not in res.missing
+
+
+# -- in a subprocess: the CLI under the test launcher, and on real hostile hosts ----------
+
+LAUNCHER = str(Path(__file__).with_name("_with_host.py"))
+CHECKOUT = str(Path(__file__).resolve().parent.parent)
+
+
+def _cli_json(argv: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": CHECKOUT}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=full_env, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, object] = json.loads(proc.stdout)
+    return out
+
+
+def test_the_cli_ignores_the_old_variables_and_the_launcher_simulates() -> None:
+    cmd = ["-m", "isolation", "run", "--json", "--best-effort", "--", PYTHON, "-c", "print(1)"]
+    res = _cli_json([sys.executable, *cmd], env=OLD_SWITCHES)
+    assert res["backend"] == "native" and res["missing"] == [], res
+    assert "namespace:user" in res["enforced"]  # type: ignore[operator]
+    # Control: the test launcher, in-process, does take user namespaces away.
+    res = _cli_json([sys.executable, LAUNCHER, "userns", *cmd[:3], "--backend", "native", *cmd[3:]])
+    assert "namespace:user" in res["missing"] and "+host-layout+tcp-only" in str(res["enforced"]), res  # type: ignore[operator]
+
+
+HOSTILE_RUN = """
+import json, sys
+import isolation
+res = isolation.run(["/usr/bin/python3", "-c", sys.argv[1], *sys.argv[2:]], backend="native",
+                    enforcement="best_effort", timeout=60)
+print(json.dumps({"rc": res.returncode, "out": res.stdout.decode(), "err": res.stderr.decode(),
+                  "enforced": res.enforced, "missing": res.missing}))
+"""
+HOLES = PROBE_HELPERS + """
+target, stream_path, dgram_path = sys.argv[1:4]
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+def connect():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(stream_path)
+print(json.dumps({
+    "core_pattern": t(lambda: os.close(os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))),
+    "hostname": t(lambda: os.close(os.open("/proc/sys/kernel/hostname", os.O_WRONLY))),
+    "chmod": t(os.chmod, target, 0o666),
+    "utime": t(os.utime, target, (0, 0)),
+    "connect": t(connect),
+    "udp": t(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()),
+    "uid": st["Uid"].split()[0],
+    "cap_bnd": st["CapBnd"].strip(),
+}))
+"""
+
+
+@pytest.mark.parametrize("host", ["docker-seccomp", "userns-max0"])
+def test_the_holes_stay_closed_on_real_hosts_without_user_namespaces(
+    host: str, host_layout_dir: str, unix_listeners: tuple[str, str]
+) -> None:
+    """The same holes, on hosts that really refuse user namespaces (tests/hostile.py)."""
+    import hostile
+
+    target = Path(host_layout_dir) / "target"  # the command's user's own file: only seccomp stands in the way
+    target.write_text("x")
+    target.chmod(0o600)
+    if ROOT:
+        os.chown(target, HOST_LAYOUT_UID, HOST_LAYOUT_UID)
+    before = target.stat()
+    proc = hostile.launch(host, [sys.executable, "-c", HOSTILE_RUN, HOLES, str(target), *unix_listeners])
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert run["rc"] == 0, run["err"]
+    assert "namespace:user" in run["missing"] and "namespace:mount" in run["missing"]  # the host layout ran
+    got = json.loads(run["out"])
+    assert got["core_pattern"] == got["hostname"] == "EACCES", got
+    assert got["chmod"] == got["utime"] == "EPERM" and got["connect"] == "EAFNOSUPPORT" and got["udp"] == "EACCES"
+    assert (target.stat().st_mode, target.stat().st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    if ROOT:
+        assert got["uid"] == "65534" and int(got["cap_bnd"], 16) == 0
+        assert {"ids:65534", "capabilities:none"} <= set(run["enforced"])
+    else:
+        assert "capabilities:held=none" in run["enforced"] and "capabilities:bounding" in run["missing"]
+    # Control: the same probe, unsandboxed on the same host, as the same user, reaches the file and the socket.
+    ctl = hostile.launch(host, [PYTHON, "-c", HOLES, str(target), *unix_listeners])
+    assert ctl.returncode == 0, ctl.stderr
+    assert json.loads(ctl.stdout)["connect"] == json.loads(ctl.stdout)["chmod"] == "ok", ctl.stdout
