@@ -62,8 +62,9 @@ ARCH_NAMES = {ARCH_X86_64: "x86_64", ARCH_AARCH64: "aarch64", 0x40000003: "x86"}
 
 # Since pidfd_send_signal (424) every architecture but alpha numbers new
 # syscalls identically. Used only for names the installed libseccomp predates
-# (2.5.4 in Debian 12 does not know open_tree_attr, Linux 6.15).
-UNIFIED_SYSCALL_NUMBERS = {"open_tree_attr": 467}
+# (2.5.4 in Debian 12 does not know open_tree_attr, Linux 6.15; setxattrat and
+# removexattrat, 6.13; file_setattr, 6.17).
+UNIFIED_SYSCALL_NUMBERS = {"setxattrat": 463, "removexattrat": 466, "open_tree_attr": 467, "file_setattr": 469}
 _UNIFIED_ARCHES = (ARCH_X86_64, ARCH_AARCH64)
 
 

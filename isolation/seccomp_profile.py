@@ -323,17 +323,26 @@ SOCK_STREAM = 1
 SOCK_DGRAM = 2
 IPPROTO_TCP = 6
 _METADATA_REASON = (
-    "Landlock does not govern a file's mode, owner or times, and on the host tree the caller's files are in reach: "
-    "by path these calls are refused everywhere (fchmod, fchown and futimens need a descriptor Landlock granted)"
+    "Landlock does not govern a file's mode, owner, times, extended attributes (ACLs) or flags, and on the host "
+    "tree the caller's files are in reach: by path these calls are refused everywhere (the descriptor calls, "
+    "fchmod, fchown, futimens, fsetxattr, need a descriptor Landlock granted)"
 )
 
 HOST_LAYOUT_RULES: tuple[Rule, ...] = (
     *_deny(
         "host-layout",
-        ("chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "utime", "utimes", "futimesat"),
+        (
+            *("chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "utime", "utimes", "futimesat"),
+            *("setxattr", "lsetxattr", "removexattr", "lremovexattr", "setxattrat", "removexattrat", "file_setattr"),
+        ),
         _METADATA_REASON,
     ),
     Rule("utimensat", "host-layout", _METADATA_REASON, when=ArgMatch(1, (), "with a path", above=0)),
+    Rule(
+        "truncate",
+        "host-layout",
+        "truncate(2) by path: Landlock governs it from ABI 3 only (ftruncate needs a descriptor opened for writing)",
+    ),
     Rule(
         "socket",
         "host-layout",

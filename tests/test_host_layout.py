@@ -149,6 +149,12 @@ def test_ids_and_capabilities_are_claimed_exactly(host_lacking: Callable[[str], 
 
 
 METADATA = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def raw(nr, path, name):  # (AT_FDCWD, path, 0, name, NULL, 0): refused by seccomp, or a bad argument
+    if libc.syscall(ctypes.c_long(nr), ctypes.c_long(-100), path.encode(), ctypes.c_long(0), name, None, 0) < 0:
+        raise OSError(ctypes.get_errno(), "raw")
 target, readable, = sys.argv[1:3]
 out = {
     "chmod": t(os.chmod, target, 0o666),
@@ -158,6 +164,11 @@ out = {
     "utime_now": t(os.utime, target),
     "chmod_dirfd": t(lambda: os.chmod(os.path.basename(target), 0o666,
                                       dir_fd=os.open(os.path.dirname(target), os.O_PATH))),
+    "setxattr": t(os.setxattr, target, "user.isolation", b"1"),  # ACLs go the same way
+    "removexattr": t(os.removexattr, target, "user.isolation"),
+    "truncate": t(os.truncate, target, 0),
+    "setxattrat": t(raw, 463, target, b"user.isolation"),  # newer than libc: raw, arguments aside
+    "file_setattr": t(raw, 469, target, None),
 }
 fd = os.open(readable, os.O_RDONLY)
 out["fchmod_readable"] = t(os.fchmod, fd, 0o666)
@@ -198,9 +209,11 @@ def test_mode_owner_and_times_of_host_files_stay(
     host_lacking("userns")
     res = run_probe(METADATA, IsolationPolicy().with_read(str(callers_dir)), str(outside), str(readable))
     got = json.loads(res.stdout)
-    by_path = ("chmod", "lchown", "chown", "utime", "utime_now", "chmod_dirfd", "chmod_work")
+    by_path = ("chmod", "lchown", "chown", "utime", "utime_now", "chmod_dirfd", "chmod_work", "setxattr",
+               "removexattr", "truncate", "setxattrat", "file_setattr")
     assert {got[k] for k in by_path} == {"EPERM"}, got
     assert (outside.stat().st_mode, outside.stat().st_mtime_ns) == before[outside]
+    assert outside.read_text() == "x" and os.listxattr(outside) == []
     # Through a descriptor: the command's own file in its private /work (the control) ...
     assert got["fchmod_work"] == got["futimens_work"] == "ok", got
     # ... and a file it may read, the caller's: changeable by its owner. A root caller's command
@@ -213,8 +226,9 @@ def test_mode_owner_and_times_of_host_files_stay(
         assert got["fchmod_readable"] == "ok" and "files:metadata-by-descriptor" in res.missing
     # Control: a plain process of the same user changes the same file by path.
     host = json.loads(host_probe(METADATA, str(outside), str(readable), user=HOST_LAYOUT_UID, cwd=host_layout_dir))
-    assert host["chmod"] == host["chmod_work"] == "ok", host
-    assert outside.stat().st_mode & 0o777 == 0o666
+    assert all(host[k] == "ok" for k in by_path if k not in ("setxattrat", "file_setattr")), host
+    assert "EPERM" not in (host["setxattrat"], host["file_setattr"]), host  # they reached the kernel
+    assert outside.stat().st_mode & 0o777 == 0o666 and outside.read_text() == ""
 
 
 @pytest.fixture
