@@ -22,7 +22,7 @@ from conftest import HOST_LAYOUT_UID
 
 import isolation
 from isolation import IsolationPolicy
-from isolation.seccomp import compile_profile
+from isolation.seccomp import compile_profile, syscall_number
 
 pytestmark = pytest.mark.security
 PYTHON = "/usr/bin/python3"
@@ -487,3 +487,47 @@ def test_the_holes_stay_closed_on_real_hosts_without_user_namespaces(
     ctl = hostile.launch(host, [PYTHON, "-c", HOLES, str(target), *unix_listeners])
     assert ctl.returncode == 0, ctl.stderr
     assert json.loads(ctl.stdout)["connect"] == json.loads(ctl.stdout)["chmod"] == "ok", ctl.stdout
+
+
+RAW_SOCKETS = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+nr = int(sys.argv[1])
+def sock(domain, type_, proto):
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_long(domain), ctypes.c_long(type_), ctypes.c_long(proto))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "socket")
+    os.close(fd)
+HIGH, FLAGS = 1 << 32, 0o2000000 | 0o4000  # high bits the kernel drops; SOCK_CLOEXEC | SOCK_NONBLOCK
+cases = {
+    "unix_high_bits": (1 | HIGH, 1, 0),
+    "udp_with_flags": (2, 2 | FLAGS, 0),
+    "udp_high_bits": (2 | HIGH, 2 | HIGH, 0),
+    "raw_icmp": (10, 3, 58),
+    "mptcp_high_bits": (2, 1, 262 | HIGH),
+    "tcp_with_flags": (2, 1 | FLAGS, 6),
+    "tcp6": (10, 1, 0),
+}
+print(json.dumps({k: t(sock, *v) for k, v in cases.items()}))
+"""
+
+
+def test_socket_rules_hold_against_high_bits_and_flags(host_lacking: Callable[[str], None]) -> None:
+    """The arguments are ints the kernel truncates to 32 bits, with flags in `type`'s high bits."""
+    nr = str(syscall_number("socket"))
+    host_lacking("userns")
+    got = json.loads(run_probe(RAW_SOCKETS, None, nr).stdout)
+    assert got == {
+        "unix_high_bits": "EAFNOSUPPORT",
+        "udp_with_flags": "EACCES",
+        "udp_high_bits": "EACCES",
+        "raw_icmp": "EACCES",
+        "mptcp_high_bits": "EACCES",
+        "tcp_with_flags": "ok",
+        "tcp6": "ok",
+    }, got
+    # Control: the kernel itself takes every one of them (a raw socket needs CAP_NET_RAW).
+    host = json.loads(host_probe(RAW_SOCKETS, nr))
+    assert {k for k, v in host.items() if v != "ok"} <= ({"raw_icmp"} if not ROOT else set()), host
+    assert host["unix_high_bits"] == host["udp_high_bits"] == host["mptcp_high_bits"] == "ok", host
