@@ -531,3 +531,38 @@ def test_socket_rules_hold_against_high_bits_and_flags(host_lacking: Callable[[s
     host = json.loads(host_probe(RAW_SOCKETS, nr))
     assert {k for k, v in host.items() if v != "ok"} <= ({"raw_icmp"} if not ROOT else set()), host
     assert host["unix_high_bits"] == host["udp_high_bits"] == host["mptcp_high_bits"] == "ok", host
+
+
+SELF_HOLES = PROBE_HELPERS + """
+import tempfile
+if len(sys.argv) > 1:  # the unsandboxed control: a directory of its own
+    os.chdir(tempfile.mkdtemp())
+open("f", "w").close()
+print(json.dumps({
+    "proc_write": t(lambda: os.close(os.open("/proc/self/comm", os.O_WRONLY))),
+    "chmod": t(os.chmod, "f", 0o700),
+    "fchmod": t(lambda: os.fchmod(os.open("f", os.O_RDONLY), 0o700)),
+    "unix": t(lambda: socket.socket(socket.AF_UNIX).close()),
+    "udp": t(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()),
+}))
+"""
+
+
+@pytest.mark.parametrize("host", ["nested-bwrap", "nested-native"])
+def test_the_host_layout_inside_another_sandbox(host: str) -> None:
+    """Nested in a sandbox of either backend (no user namespace left to make): the host layout runs
+    as the outer sandbox's user and closes the same holes."""
+    import hostile
+
+    proc = hostile.launch(host, [sys.executable, "-c", HOSTILE_RUN, SELF_HOLES])
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert run["rc"] == 0, run["err"]
+    assert "namespace:user" in run["missing"] and "capabilities:bounding" in run["missing"]
+    got = json.loads(run["out"])
+    assert got == {"proc_write": "EACCES", "chmod": "EPERM", "fchmod": "ok", "unix": "EAFNOSUPPORT",
+                   "udp": "EACCES"}, got
+    # Control: unsandboxed in the same outer sandbox, every probe succeeds.
+    ctl = hostile.launch(host, [PYTHON, "-c", SELF_HOLES, "control"])
+    assert ctl.returncode == 0, ctl.stderr
+    assert set(json.loads(ctl.stdout).values()) == {"ok"}, ctl.stdout
