@@ -566,3 +566,14 @@ def test_the_host_layout_inside_another_sandbox(host: str) -> None:
     ctl = hostile.launch(host, [PYTHON, "-c", SELF_HOLES, "control"])
     assert ctl.returncode == 0, ctl.stderr
     assert set(json.loads(ctl.stdout).values()) == {"ok"}, ctl.stdout
+
+
+def test_the_docs_name_every_host_layout_rule() -> None:
+    from isolation.seccomp_profile import HOST_LAYOUT_OFFLINE_RULES, HOST_LAYOUT_RULES
+
+    doc = (Path(__file__).parent.parent / "docs" / "native.md").read_text()
+    for rule in (*HOST_LAYOUT_RULES, *HOST_LAYOUT_OFFLINE_RULES):
+        assert f"`{rule.syscall}`" in doc or f"`{rule.syscall}(" in doc, rule.syscall
+    for entry in ("files:metadata-by-descriptor", "capabilities:held=none", "capabilities:bounding", "files:metadata",
+                  "sockets:unix", "network:non-tcp"):
+        assert f"`{entry}`" in doc, entry
