@@ -889,9 +889,9 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     What Landlock leaves open there is closed by other means or named in
     `missing`: a root caller's command runs as 65534 with no groups (root
     owns /proc/sys and the host's files, capabilities or not); /proc is
-    read-only; the seccomp filter gains the host-layout rules (the chmod,
-    chown and utime family by path, unix sockets by path, and without
-    `Network` every IP socket but TCP). An unprivileged caller cannot drop
+    read-only; the seccomp filter gains the host-layout rules (mode, owner,
+    times and extended attributes by path, truncate by path, unix sockets but
+    stream pairs, and without `Network` every IP socket but TCP). An unprivileged caller cannot drop
     the bounding set: `capabilities:bounding` is missing, and only the four
     sets it holds are claimed empty."""
     if host.landlock_abi < 1:
@@ -904,10 +904,16 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     work, tmp = os.path.join(scratch, "work"), os.path.join(scratch, "tmp")
     os.mkdir(work)
     os.mkdir(tmp)
-    if root:  # the command's own: it runs as plan.uid
-        for d in (scratch, work, tmp):
-            os.chown(d, plan.uid, plan.gid)
     try:
+        if root:  # the command's own: it runs as plan.uid
+            for d in (scratch, work, tmp):
+                try:
+                    os.chown(d, plan.uid, plan.gid)
+                except OSError as exc:
+                    raise SandboxSetupError(
+                        f"cannot give {d} to uid {plan.uid}, the user a root caller's command runs as "
+                        f"without user namespaces: {exc.strerror}", step="chown", path=d, errno=exc.errno or 0,
+                    ) from None
         rules: list[landlock.Rule] = []
         for m in plan.mounts:
             if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
