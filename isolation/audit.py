@@ -19,7 +19,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from isolation import landlock
 from isolation.backends import Backend, Enforcement, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
 from isolation.errors import PolicyError
@@ -50,15 +49,11 @@ def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enfor
     if backend.name == "bwrap":
         record["bwrap_argv"] = plan_to_bwrap_args(plan, find_bwrap() or "bwrap")
         record["landlock"] = None
-    if backend.name == "native":
-        from isolation.backends.native import host_features
-
-        abi = host_features().landlock_abi
-        if abi:
-            rs = landlock.ruleset_for(plan, abi)
-            record["landlock"] = {"abi": abi, "claim": rs.claim(), "rules": rs.describe()}
-        else:
-            record["landlock"] = None
+    if backend.name == "bwrap":
+        record.update(rung="namespaces", missing=[])
+    describe = getattr(backend, "describe", None)
+    if describe is not None:  # the native backend: the rung a run takes here, its claims and gaps
+        record.update(describe(plan, enforcement))
     return record
 
 
@@ -90,7 +85,18 @@ def describe(
     """`plan_record` for a command as `isolation.run` would run it; runs nothing."""
     res = resolve_backend(backend, unsafe_no_isolation=unsafe_no_isolation, require_isolation=require_isolation)
     plan = build_plan(policy or IsolationPolicy(), cmd, check_executable=res.backend.name != "none")
-    return plan_record(plan, res, enforcement=enforcement)
+    record = plan_record(plan, res, enforcement=enforcement)
+    verify_host(res.backend, enforcement)
+    return record
+
+
+def verify_host(backend: Backend, enforcement: Enforcement) -> None:
+    """Raise what a run would raise while setting up on this host: a plan describes a
+    sandbox only where one can be built (a minimal real one, once per process; see
+    `isolation.backends.canary`). Nothing of the caller's command runs."""
+    verify = getattr(backend, "verify", None)
+    if verify is not None:
+        verify(enforcement)
 
 
 def redacted(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from isolation.audit import AuditLog, audit_record, plan_record
+from isolation.audit import AuditLog, audit_record, plan_record, verify_host
 from isolation.backends import BACKEND_NAMES, Enforcement, Resolution, resolve_backend
 from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
 from isolation.errors import (
@@ -155,11 +155,18 @@ def _print_plan(record: dict[str, Any]) -> None:
         out("enforcement: best effort: layers and limits this host lacks are skipped and reported as missing\n")
     if "isolation" in record:
         out(f"isolation: {record['isolation']}\n")
+    if record.get("rung") == "host":
+        out("sandbox:   HOST LAYOUT (no user namespaces here): the command sees the host's file tree and ids;\n")
+        out("           Landlock's rules below are the only file-system guard\n")
+    elif record.get("rung") == "namespaces":
+        out("sandbox:   namespaces (user, mount, pid, ipc, uts, cgroup; net unless Network): the mounts below\n")
+    if record.get("missing"):
+        out(f"NOT enforced (best effort, this host lacks them): {', '.join(record['missing'])}\n")
     out(f"command:   {shlex.join(record['argv'])}\n")
     out(f"cwd:       {record['cwd']}    uid/gid: {record['uid']}/{record['gid']}\n")
     net = "shared with the host (Network)" if record["network"] else "none (private namespace, loopback only)"
     out(f"network:   {net}\n")
-    out("mounts (applied in order):\n")
+    out("mounts (applied in order):\n" if record["mounts"] else "mounts:    none (no mount namespace)\n")
     for m in record["mounts"]:
         src = f" <- {m['source']}" if m["source"] and m["kind"] in ("ro-bind", "rw-bind") else ""
         link = f" -> {m['source']}" if m["kind"] == "symlink" else ""
@@ -310,6 +317,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     res = _resolve(args)
     plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
     record = plan_record(plan, res, enforcement=_enforcement(args))
+    verify_host(res.backend, _enforcement(args))  # refuses as the run would (exit 125)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

@@ -23,7 +23,8 @@ class SandboxSetupError(IsolationError):
     """
 
     def __init__(self, message: str, *, step: str = "", path: str = "", errno: int = 0) -> None:
-        super().__init__(message)
+        hint = setup_hint(step, errno) if step else ""
+        super().__init__(f"{message}. {hint}" if hint and hint not in message else message)
         self.step = step
         self.path = path
         self.errno = errno
@@ -73,3 +74,14 @@ class StageRaised(StageError):
 class StageFailed(StageError):
     """The stage ended without a value: a command exited non-zero, the sandbox was
     killed or timed out, or a Python stage's reply was missing or not valid JSON."""
+
+
+def setup_hint(step: str, err: int) -> str:
+    """The likely cause of a failed setup step on this host, and its fix ("" if none is known).
+
+    Read from the host when the error is raised (see `isolation.userns`), so the
+    message names what is refused here, not a list of possibilities.
+    """
+    from isolation import userns  # here: userns reads the host, errors is imported by everything
+
+    return userns.setup_hint(step, err)

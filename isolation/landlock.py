@@ -59,6 +59,8 @@ NEWEST_ABI = 7
 READ = EXECUTE | READ_FILE | READ_DIR
 DEVICES = READ_FILE | WRITE_FILE | READ_DIR | IOCTL_DEV
 PROC = READ_FILE | WRITE_FILE | READ_DIR
+# The host's own /proc (the host layout): readable, nothing writable (/proc/sys is the host's).
+HOST_PROC = READ_FILE | READ_DIR
 # Writable trees: everything but creating device nodes.
 WRITE = ((1 << 16) - 1) & ~(MAKE_CHAR | MAKE_BLOCK)
 

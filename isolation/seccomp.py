@@ -29,7 +29,7 @@ import attrs
 
 from isolation.errors import IsolationUnavailable
 from isolation.policy import IsolationPolicy
-from isolation.seccomp_profile import NONE, Rule, rules_for
+from isolation.seccomp_profile import NONE, ArgMatch, Rule, host_layout_name, rules_for
 
 _CDEF = """
 typedef void *scmp_filter_ctx;
@@ -52,6 +52,7 @@ SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
 SCMP_FLTATR_ACT_BADARCH = 2
 SCMP_FLTATR_CTL_OPTIMIZE = 8
+SCMP_CMP_GT = 6
 SCMP_CMP_MASKED_EQ = 7
 _NR_SCMP_ERROR = -1
 
@@ -61,8 +62,9 @@ ARCH_NAMES = {ARCH_X86_64: "x86_64", ARCH_AARCH64: "aarch64", 0x40000003: "x86"}
 
 # Since pidfd_send_signal (424) every architecture but alpha numbers new
 # syscalls identically. Used only for names the installed libseccomp predates
-# (2.5.4 in Debian 12 does not know open_tree_attr, Linux 6.15).
-UNIFIED_SYSCALL_NUMBERS = {"open_tree_attr": 467}
+# (2.5.4 in Debian 12 does not know open_tree_attr, Linux 6.15; setxattrat and
+# removexattrat, 6.13; file_setattr, 6.17).
+UNIFIED_SYSCALL_NUMBERS = {"setxattrat": 463, "removexattrat": 466, "open_tree_attr": 467, "file_setattr": 469}
 _UNIFIED_ARCHES = (ARCH_X86_64, ARCH_AARCH64)
 
 
@@ -154,7 +156,10 @@ def syscall_number(name: str) -> int | None:
 
 def _check(rc: int, what: str) -> None:
     if rc < 0:
-        raise IsolationUnavailable(f"libseccomp: {what} failed: {os.strerror(-rc)}")
+        from isolation.userns import seccomp_status  # libseccomp fails this way when seccomp(2) is refused
+
+        ok, why = seccomp_status()
+        raise IsolationUnavailable(f"libseccomp: {what} failed: {os.strerror(-rc)}" + ("" if ok else f": {why}"))
 
 
 def _export(lib: _Lib, ctx: Any) -> bytes:
@@ -167,27 +172,38 @@ def _export(lib: _Lib, ctx: Any) -> bytes:
         os.close(fd)
 
 
+def _comparisons(match: ArgMatch) -> list[tuple[int, int, int, int]]:
+    """(arg, op, datum_a, datum_b) alternatives, any of which makes `match` hold."""
+    alts = [(match.arg, SCMP_CMP_MASKED_EQ, mask, value) for mask, value in match.pairs]
+    if match.above is not None:
+        alts.append((match.arg, SCMP_CMP_GT, match.above, 0))
+    return alts
+
+
 def _add_rule(lib: _Lib, ctx: Any, nr: int, rule: Rule) -> int:
-    """Add `rule` for syscall `nr`; returns how many libseccomp rules it took."""
+    """Add `rule` for syscall `nr`; returns how many libseccomp rules it took
+    (one per alternative of `when`, times one per alternative of `also`)."""
     action = SCMP_ACT_ERRNO(rule.errno)
     if rule.when is None:
         _check(lib.lib.seccomp_rule_add_exact_array(ctx, action, nr, 0, lib.ffi.NULL), f"rule {rule.syscall}")
         return 1
-    cmp = lib.ffi.new("struct scmp_arg_cmp[1]")
-    for mask, value in rule.when.pairs:
-        cmp[0].arg = rule.when.arg
-        cmp[0].op = SCMP_CMP_MASKED_EQ
-        cmp[0].datum_a = mask
-        cmp[0].datum_b = value
-        _check(lib.lib.seccomp_rule_add_exact_array(ctx, action, nr, 1, cmp), f"rule {rule.label}")
-    return len(rule.when.pairs)
+    combos = [[c] for c in _comparisons(rule.when)]
+    if rule.also is not None:
+        combos = [[*combo, c] for combo in combos for c in _comparisons(rule.also)]
+    cmp = lib.ffi.new("struct scmp_arg_cmp[2]")
+    for combo in combos:
+        for i, (arg, op, datum_a, datum_b) in enumerate(combo):
+            cmp[i].arg, cmp[i].op, cmp[i].datum_a, cmp[i].datum_b = arg, op, datum_a, datum_b
+        _check(lib.lib.seccomp_rule_add_exact_array(ctx, action, nr, len(combo), cmp), f"rule {rule.label}")
+    return len(combos)
 
 
 @functools.cache
-def compile_profile(choice: str) -> SeccompFilter:
-    """Compile a normalized profile choice (not ``none``) for the native architecture."""
+def compile_profile(choice: str, *, host_layout: bool = False, network: bool = True) -> SeccompFilter:
+    """Compile a normalized profile choice (not ``none``) for the native architecture;
+    `host_layout` adds the rules of the native backend's host layout (see seccomp_profile)."""
     lib = _libseccomp()
-    rules = rules_for(choice)
+    rules = rules_for(choice, host_layout=host_layout, network=network)
     denied: list[str] = []
     skipped: list[str] = []
     labels: list[str] = []
@@ -214,7 +230,7 @@ def compile_profile(choice: str) -> SeccompFilter:
     if not bpf or len(bpf) % 8:
         raise IsolationUnavailable(f"libseccomp produced a malformed filter ({len(bpf)} bytes)")
     return SeccompFilter(
-        profile=choice,
+        profile=host_layout_name(choice, network=network) if host_layout else choice,
         bpf=bpf,
         denied=tuple(dict.fromkeys(denied)),
         skipped=tuple(dict.fromkeys(skipped)),

@@ -87,13 +87,16 @@ class ArgMatch:
 
     Only the low 32 bits are ever compared for `int`-typed arguments: the
     kernel truncates them, so a comparison that looked at the high half could
-    be bypassed by setting high bits (the CVE-2019-10063 pattern).
+    be bypassed by setting high bits (the CVE-2019-10063 pattern). `above`
+    compares all 64 bits: used for pointers, and for ints only where high bits
+    can only make it deny more.
     `describe` is the human-readable condition for docs and `isolation plan`.
     """
 
     arg: int
     pairs: tuple[tuple[int, int], ...]
     describe: str
+    above: int | None = None  # also deny when the whole 64-bit argument is greater (unsigned)
 
 
 def any_flag(arg: int, flags: dict[str, int]) -> ArgMatch:
@@ -150,10 +153,12 @@ class Rule:
     reason: str
     errno: int = E.EPERM
     when: ArgMatch | None = None
+    also: ArgMatch | None = None  # and this must match too (another argument)
 
     @property
     def label(self) -> str:
-        return self.syscall if self.when is None else f"{self.syscall}({self.when.describe})"
+        conds = [m.describe for m in (self.when, self.also) if m is not None]
+        return f"{self.syscall}({', '.join(conds)})" if conds else self.syscall
 
 
 def _deny(group: str, names: Iterable[str], reason: str, errno: int = E.EPERM) -> tuple[Rule, ...]:
@@ -305,6 +310,91 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
+# -- the host layout -------------------------------------------------------
+#
+# Without user namespaces the native backend's best effort runs the command on
+# the host's own tree, with Landlock as the only file-system guard and no
+# network namespace (docs/native.md, degradation ladder). These rules close
+# what Landlock does not govern there; the namespaced sandbox needs none of
+# them (its mounts, its netns and its own /proc do the same work).
+
+SOCK_TYPE_MASK = 0xF
+SOCK_STREAM = 1
+SOCK_DGRAM = 2
+IPPROTO_TCP = 6
+_METADATA_REASON = (
+    "Landlock does not govern a file's mode, owner, times, extended attributes (ACLs) or flags, and on the host "
+    "tree the caller's files are in reach: by path these calls are refused everywhere (the descriptor calls, "
+    "fchmod, fchown, futimens, fsetxattr, need a descriptor Landlock granted)"
+)
+
+HOST_LAYOUT_RULES: tuple[Rule, ...] = (
+    *_deny(
+        "host-layout",
+        (
+            *("chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "utime", "utimes", "futimesat"),
+            *("setxattr", "lsetxattr", "removexattr", "lremovexattr", "setxattrat", "removexattrat", "file_setattr"),
+        ),
+        _METADATA_REASON,
+    ),
+    Rule("utimensat", "host-layout", _METADATA_REASON, when=ArgMatch(1, (), "with a path", above=0)),
+    Rule(
+        "truncate",
+        "host-layout",
+        "truncate(2) by path: Landlock governs it from ABI 3 only (ftruncate needs a descriptor opened for writing)",
+    ),
+    Rule(
+        "socket",
+        "host-layout",
+        "pathname unix sockets are the host's services (docker.sock, D-Bus, agents under /run/user) and Landlock "
+        "does not govern connecting to them; socketpair stays",
+        E.EAFNOSUPPORT,
+        when=equals32(0, {"AF_UNIX": AF_UNIX}),
+    ),
+    Rule(
+        "socketpair",
+        "host-layout",
+        "a datagram socket may sendto() any host datagram socket by its path (/dev/log, journald); "
+        "stream and seqpacket pairs stay",
+        E.EPROTONOSUPPORT,
+        when=ArgMatch(1, ((SOCK_TYPE_MASK, SOCK_DGRAM),), "SOCK_DGRAM"),
+    ),
+)
+
+_INET = {"AF_INET": AF_INET, "AF_INET6": AF_INET6}
+_NOT_TCP_REASON = (
+    "no network namespace in the host layout, and Landlock governs TCP only: without Network, "
+    "UDP, ICMP, raw, SCTP and MPTCP sockets would reach the host's network"
+)
+# Without `Network`: IPv4/IPv6 sockets other than TCP.
+HOST_LAYOUT_OFFLINE_RULES: tuple[Rule, ...] = (
+    *(
+        Rule(
+            "socket",
+            "host-layout-offline",
+            _NOT_TCP_REASON,
+            E.EACCES,
+            when=equals32(0, {name: family}),
+            also=ArgMatch(1, blocks_outside((SOCK_STREAM,), 4), "type other than SOCK_STREAM"),
+        )
+        for name, family in _INET.items()
+    ),
+    *(
+        Rule(
+            "socket",
+            "host-layout-offline",
+            _NOT_TCP_REASON,
+            E.EACCES,
+            when=equals32(0, {name: family}),
+            # 1..5 by their low 32 bits, everything above IPPROTO_TCP by all 64 (denies more, never less)
+            also=ArgMatch(2, ((MASK32, 1), (MASK32 & ~1, 2), (MASK32 & ~1, 4)), "protocol other than 0, IPPROTO_TCP",
+                          above=IPPROTO_TCP),
+        )
+        for name, family in _INET.items()
+    ),
+)
+
+
 @attrs.frozen
 class Extension:
     """A named relaxation of the default: the listed syscalls' rules are dropped."""
@@ -318,18 +408,22 @@ EXTENSIONS: dict[str, Extension] = {
     e.name: e
     for e in (
         Extension(
-            "nested-sandbox",
-            ("unshare", "setns", "clone", "pivot_root", "chroot", "mount", "umount2", *_MOUNT_API),
-            "a stage that builds its own sandbox (bwrap, this library, a container runtime) needs namespaces "
-            "and mounts; the kernel-surface, host, tty and socket rules stay",
-        ),
-        Extension(
             "debug",
             ("ptrace", "process_vm_readv", "process_vm_writev", "personality"),
             "debuggers and sanitizers (gdb, strace, LeakSanitizer's ptrace, ASLR off via personality); "
             "the pid namespace keeps them to the sandbox's own processes",
         ),
     )
+}
+
+# Extensions that existed and were removed: a policy naming one is refused with the reason.
+REMOVED: dict[str, str] = {
+    "nested-sandbox": (
+        "the seccomp extension 'nested-sandbox' was removed: it could not work, since a sandbox cannot be "
+        "built inside another (inside a native sandbox Landlock refuses every mount, inside bwrap "
+        "--disable-userns refuses the inner user namespace, and both drop the capabilities it needs); "
+        "start each sandbox from outside, with the default profile"
+    ),
 }
 
 DEFAULT = "default"
@@ -340,14 +434,16 @@ def normalize_choice(choice: str) -> str:
     """Canonical form of a profile choice, or ValueError with the reason.
 
     ``default``, ``none``, or extension names joined by ``+`` (each implies
-    the default profile): ``"debug+nested-sandbox"``; order and repeats do
-    not matter, ``default+x`` is ``x``.
+    the default profile): ``"debug"``; order and repeats do not matter,
+    ``default+x`` is ``x``. A removed extension is refused with the reason.
     """
     if choice in (DEFAULT, NONE):
         return choice
     parts = {p.strip() for p in choice.split("+")} - {DEFAULT}
     if NONE in parts:
         raise ValueError("'none' cannot be combined with extensions")
+    for name in sorted(parts & REMOVED.keys()):
+        raise ValueError(REMOVED[name])
     unknown = sorted(p for p in parts if p not in EXTENSIONS)
     if unknown or not parts:
         known = ", ".join([DEFAULT, NONE, *EXTENSIONS])
@@ -355,13 +451,23 @@ def normalize_choice(choice: str) -> str:
     return "+".join(sorted(parts))
 
 
-def rules_for(choice: str) -> tuple[Rule, ...]:
-    """The rules of a normalized, non-``none`` choice, in profile order."""
+def rules_for(choice: str, *, host_layout: bool = False, network: bool = True) -> tuple[Rule, ...]:
+    """The rules of a normalized, non-``none`` choice, in profile order; with
+    `host_layout`, those of the native backend's host layout after them (and,
+    without `network`, its refusal of non-TCP IP sockets)."""
     allowed: set[str] = set()
     if choice != DEFAULT:
         for name in choice.split("+"):
             allowed.update(EXTENSIONS[name].allows)
-    return tuple(r for r in DEFAULT_RULES if r.syscall not in allowed)
+    rules = tuple(r for r in DEFAULT_RULES if r.syscall not in allowed)
+    if host_layout:
+        rules += HOST_LAYOUT_RULES + (() if network else HOST_LAYOUT_OFFLINE_RULES)
+    return rules
+
+
+def host_layout_name(choice: str, *, network: bool) -> str:
+    """How a host-layout filter names itself in `RunResult.enforced`."""
+    return f"{choice}+host-layout" + ("" if network else "+tcp-only")
 
 
 def groups() -> tuple[str, ...]:

@@ -28,6 +28,9 @@
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
 #define ISO_F_PREPARED 1024 /* build the sandbox, then let its init wait on control_fd for the command */
+/* The host layout (no user namespace): */
+#define ISO_F_HOST_IDS 65536   /* become uid_inside/gid_inside, no supplementary groups (a root caller) */
+#define ISO_F_HELD_CAPS 131072 /* empty the four capability sets a process may lower itself (not the bounding set) */
 
 struct iso_mount {
     int kind;

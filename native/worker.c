@@ -63,16 +63,46 @@ void iso_die(const char *step, const char *path, int err)
     _exit(125);
 }
 
-void iso_drop_capabilities(int cap_last_cap)
+void iso_drop_bounding_set(int cap_last_cap)
 {
     for (int cap = 0; cap <= cap_last_cap; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             iso_die("prctl(PR_CAPBSET_DROP)", NULL, errno);
+}
+
+void iso_clear_capabilities(void)
+{
     CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     CHECK(syscall(SYS_capset, &hdr, data), "capset", NULL);
+}
+
+void iso_drop_capabilities(int cap_last_cap)
+{
+    iso_drop_bounding_set(cap_last_cap);
+    iso_clear_capabilities();
+}
+
+/* Become uid/gid with no supplementary groups.  Raw syscalls: this process
+ * may run in a copy or in the memory of a threaded caller, and libc's
+ * wrappers would broadcast the change to the caller's threads.  A change of
+ * credentials clears the parent-death signal: it is set again, and a parent
+ * gone meanwhile ends this process as it would have. */
+static void switch_ids(unsigned int uid, unsigned int gid)
+{
+    int deathsig = 0;
+    CHECK(prctl(PR_GET_PDEATHSIG, &deathsig, 0, 0, 0), "prctl(PR_GET_PDEATHSIG)", NULL);
+    pid_t parent = getppid();
+    CHECK(syscall(SYS_setgroups, 0, NULL), "setgroups", NULL);
+    CHECK(syscall(SYS_setresgid, gid, gid, gid), "setresgid", NULL);
+    CHECK(syscall(SYS_setresuid, uid, uid, uid), "setresuid", NULL);
+    if (deathsig != 0) {
+        CHECK(prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
+        if (getppid() != parent)
+            _exit(125);
+    }
 }
 
 void iso_default_handlers(void)
@@ -115,9 +145,15 @@ void iso_exec_command(const struct iso_exec *e)
         struct rlimit rl = {.rlim_cur = e->rlimits[i].soft, .rlim_max = e->rlimits[i].hard};
         CHECK(setrlimit(e->rlimits[i].resource, &rl), "setrlimit", NULL);
     }
-    CHECK(chdir(e->cwd), "chdir", e->cwd);
+    /* The ids change before chdir, so the new ones must be able to enter cwd;
+     * the bounding set before them (CAP_SETPCAP goes with uid 0). */
     if (e->drop_caps_upto >= 0)
-        iso_drop_capabilities(e->drop_caps_upto);
+        iso_drop_bounding_set(e->drop_caps_upto);
+    if (e->set_ids)
+        switch_ids(e->uid, e->gid);
+    CHECK(chdir(e->cwd), "chdir", e->cwd);
+    if (e->drop_caps_upto >= 0 || e->clear_held_caps)
+        iso_clear_capabilities();
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     if (e->landlock_fd >= 0) {
         CHECK(syscall(ISO_SYS_landlock_restrict_self, e->landlock_fd, 0), "landlock_restrict_self", NULL);

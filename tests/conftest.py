@@ -6,9 +6,12 @@ the matrix for local work; CI runs the default, so no backend is skipped there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 
 import pytest
 from procs import child_pids, fd_table
@@ -21,6 +24,41 @@ BACKENDS = tuple(b for b in os.environ.get("ISOLATION_TEST_BACKENDS", ",".join(A
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a real sandboxing backend."""
     return str(request.param)
+
+
+@pytest.fixture
+def host_lacking() -> Iterator[Callable[[str], None]]:
+    """`host_lacking("userns,landlock-abi=5")`: this process's runs see a host lacking those
+    features (SPEC as for tests/_with_host.py), until the next call or the end of the test.
+    Applied in-process through `simulate_host`: nothing a production environment could set."""
+    from _with_host import parse
+
+    from isolation.backends.native import simulate_host
+
+    with contextlib.ExitStack() as stack:
+
+        def lacking(spec: str) -> None:
+            stack.close()
+            stack.enter_context(simulate_host(parse(spec)))
+
+        yield lacking
+
+
+# Who a command runs as in the native backend's host layout (no user namespace): a root
+# caller's command becomes 65534 there, anyone else's stays the caller.
+HOST_LAYOUT_UID = 65534 if os.geteuid() == 0 else os.geteuid()
+
+
+@pytest.fixture
+def host_layout_dir() -> Iterator[str]:
+    """A directory (mode 0755, under /tmp) owned by the user a host-layout command runs as:
+    pytest's tmp_path lies below a 0700 directory of the caller, which 65534 cannot enter."""
+    path = tempfile.mkdtemp(prefix="isolation-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    if os.geteuid() == 0:
+        os.chown(path, HOST_LAYOUT_UID, HOST_LAYOUT_UID)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -18,9 +19,11 @@ def test_auto_never_resolves_to_none() -> None:
 
 def test_auto_with_nothing_available_raises_with_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     from isolation import backends
+    from isolation.backends import bwrap
 
+    # bubblewrap not installed: the message says how to install it, and how to opt out.
     monkeypatch.setattr(backends, "AUTO_ORDER", ("bwrap",))
-    monkeypatch.setattr(backends.BwrapBackend, "availability", lambda self: backends.Availability(False, "absent"))
+    monkeypatch.setattr(bwrap, "find_bwrap", lambda: None)
     with pytest.raises(IsolationUnavailable, match="apt-get install bubblewrap.*--unsafe-no-isolation"):
         resolve_backend("auto", environ={})
 
@@ -61,14 +64,14 @@ def test_run_with_none_emits_the_warning_and_enforces_nothing(monkeypatch: pytes
         isolation.run(["true"])
 
 
-def test_auto_follows_a_changed_environment_between_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_follows_a_changed_host_between_runs(
+    monkeypatch: pytest.MonkeyPatch, host_lacking: Callable[[str], None]
+) -> None:
     """auto's choice is remembered per call and environment, not once for all: a host
-    that stops offering what native needs (pretended here) gets bwrap on the next run."""
-    from isolation.backends import ENV_PRETEND_MISSING
-
+    that stops offering what native needs (simulated here) gets bwrap on the next run."""
     monkeypatch.delenv("NOETHER_ISOLATION", raising=False)
     assert isolation.run(["true"]).backend == "native"
-    monkeypatch.setenv(ENV_PRETEND_MISSING, "userns")
+    host_lacking("userns")
     assert isolation.run(["true"]).backend == "bwrap"
-    monkeypatch.delenv(ENV_PRETEND_MISSING)
+    host_lacking("")
     assert isolation.run(["true"]).backend == "native"

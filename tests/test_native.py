@@ -19,7 +19,7 @@ import isolation
 from isolation import IsolationPolicy
 from isolation.backends import native
 from isolation.backends.base import Stdio
-from isolation.backends.native import PRETEND_ENV, UNLISTED_ENV, NativeBackend
+from isolation.backends.native import NativeBackend
 from isolation.errors import IsolationUnavailable, SandboxSetupError
 from isolation.plan import build_plan
 from isolation.policy import Bind
@@ -36,20 +36,16 @@ def mounted_at_data(host: Path) -> IsolationPolicy:
     return IsolationPolicy(ro_binds=(Bind(host=str(host), sandbox="/data"),))
 
 
-def pretend(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv(PRETEND_ENV, value)
-
-
 # -- Landlock ---------------------------------------------------------------------
 
 def test_landlock_denies_a_path_that_is_mounted_but_not_allowed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, host_lacking: Callable[[str], None]
 ) -> None:
     (tmp_path / "data").write_text("visible")
     policy = mounted_at_data(tmp_path)  # not under /tmp, whose own rule would cover it
     probe = "print(open('/data/data').read())"
     assert py(probe, policy).stdout == b"visible\n"  # control: mounted and allowed
-    monkeypatch.setenv(UNLISTED_ENV, "/data")
+    host_lacking("landlock-unlisted=/data")
     res = py(probe, policy)
     assert res.returncode != 0 and b"PermissionError" in res.stderr
 
@@ -57,11 +53,11 @@ def test_landlock_denies_a_path_that_is_mounted_but_not_allowed(
 TCP_BIND = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('bound')"
 
 
-def test_landlock_denies_tcp_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_landlock_denies_tcp_without_network(host_lacking: Callable[[str], None]) -> None:
     res = py(TCP_BIND)
     assert res.returncode != 0 and b"PermissionError" in res.stderr
     assert py(TCP_BIND, IsolationPolicy(network=True)).stdout == b"bound\n"  # control: Network declared
-    pretend(monkeypatch, "landlock-abi=3")  # control: an ABI without TCP rules leaves only the netns
+    host_lacking("landlock-abi=3")  # control: an ABI without TCP rules leaves only the netns
     assert py(TCP_BIND).stdout == b"bound\n"
 
 
@@ -86,7 +82,7 @@ except OSError as e:
 
 
 def test_host_abstract_socket_unreachable_even_with_network(
-    host_abstract_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+    host_abstract_socket: tuple[str, socket.socket], host_lacking: Callable[[str], None]
 ) -> None:
     name, _ = host_abstract_socket
     net = IsolationPolicy(network=True)
@@ -99,23 +95,24 @@ def test_host_abstract_socket_unreachable_even_with_network(
     assert host.stdout == b"connected\n"
     # Control 2: without Landlock scoping (ABI 5) the shared network namespace lets it through,
     # so it is the scope rule, not something else, that refuses above.
-    pretend(monkeypatch, "landlock-abi=5")
+    host_lacking("landlock-abi=5")
     res = isolation.run(argv, net, backend="native", timeout=60, enforcement="best_effort")
     assert res.stdout == b"connected\n" and "landlock:scope" in res.missing
 
 
-def test_host_processes_cannot_be_signalled_even_without_a_pid_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    victim = subprocess.Popen(["sleep", "60"])
+def test_host_processes_cannot_be_signalled_even_without_a_pid_namespace(host_lacking: Callable[[str], None]) -> None:
+    # A root caller's command runs as 65534 without a user namespace: the victim is that user's.
+    victim = subprocess.Popen(["sleep", "60"], user=65534 if os.geteuid() == 0 else None)
     try:
         code = (
             f"import os\ntry:\n os.kill({victim.pid}, 0); print('signalled')\n"
             "except OSError as e:\n print('refused', e.errno)"
         )
         probe = [PYTHON, "-c", code]
-        pretend(monkeypatch, "userns")  # no pid namespace: only Landlock's signal scope stands in the way
+        host_lacking("userns")  # no pid namespace: only Landlock's signal scope stands in the way
         res = isolation.run(probe, backend="native", timeout=60, enforcement="best_effort")
         assert res.stdout.startswith(b"refused"), res
-        pretend(monkeypatch, "userns,landlock-abi=5")  # control: without the scope the same probe reaches it
+        host_lacking("userns,landlock-abi=5")  # control: without the scope the same probe reaches it
         res = isolation.run(probe, backend="native", timeout=60, enforcement="best_effort")
         assert res.stdout == b"signalled\n", res
     finally:
@@ -135,16 +132,16 @@ def test_host_processes_cannot_be_signalled_even_without_a_pid_namespace(monkeyp
     ],
 )
 def test_strict_refuses_what_the_host_lacks(
-    monkeypatch: pytest.MonkeyPatch, missing: str, network: bool, refused_for: str
+    host_lacking: Callable[[str], None], missing: str, network: bool, refused_for: str
 ) -> None:
-    pretend(monkeypatch, missing)
+    host_lacking(missing)
     with pytest.raises(IsolationUnavailable, match=refused_for):
         isolation.run(["true"], IsolationPolicy(network=network), backend="native")
 
 
 @pytest.mark.parametrize("abi", [1, 2, 3, 4, 5, 6])
-def test_older_landlock_abi_is_reported_exactly(monkeypatch: pytest.MonkeyPatch, abi: int) -> None:
-    pretend(monkeypatch, f"landlock-abi={abi}")
+def test_older_landlock_abi_is_reported_exactly(host_lacking: Callable[[str], None], abi: int) -> None:
+    host_lacking(f"landlock-abi={abi}")
     res = isolation.run(["true"], backend="native", enforcement="best_effort")
     assert res.returncode == 0
     claim = next(e for e in res.enforced if e.startswith("landlock:"))
@@ -157,34 +154,37 @@ def test_older_landlock_abi_is_reported_exactly(monkeypatch: pytest.MonkeyPatch,
     assert isolation.run(["true"], backend="native").returncode == 0
 
 
-def test_best_effort_without_seccomp_really_runs_unfiltered(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_effort_without_seccomp_really_runs_unfiltered(host_lacking: Callable[[str], None]) -> None:
     status = "print([l for l in open('/proc/self/status') if l.startswith('Seccomp:')][0].split()[1])"
     assert py(status).stdout == b"2\n"  # control: filtered
-    pretend(monkeypatch, "seccomp")
+    host_lacking("seccomp")
     res = py(status, enforcement="best_effort")
     assert res.stdout == b"0\n" and "seccomp" in res.missing
     assert not any(e.startswith("seccomp:") for e in res.enforced)
 
 
-def test_best_effort_without_landlock_lists_it_and_loses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_effort_without_landlock_lists_it_and_loses_it(
+    tmp_path: Path, host_lacking: Callable[[str], None]
+) -> None:
     (tmp_path / "data").write_text("visible")
     policy = mounted_at_data(tmp_path)
-    monkeypatch.setenv(UNLISTED_ENV, "/data")
+    host_lacking("landlock-unlisted=/data")
     probe = "print(open('/data/data').read())"
     assert py(probe, policy).returncode != 0  # control: Landlock denies
-    pretend(monkeypatch, "landlock")
+    host_lacking("landlock")
     res = py(probe, policy, enforcement="best_effort")
     assert res.stdout == b"visible\n"
     assert "landlock:fs" in res.missing and not any(e.startswith("landlock:") for e in res.enforced)
 
 
-def test_best_effort_without_user_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_effort_without_user_namespaces(host_layout_dir: str, host_lacking: Callable[[str], None]) -> None:
+    tmp_path = Path(host_layout_dir)  # the command's user may enter it: Landlock alone must deny the secret
     secret = tmp_path / "secret"
     secret.write_text("s3cret")
     readable = tmp_path / "readable"
     readable.mkdir()
     (readable / "f").write_text("ok")
-    pretend(monkeypatch, "userns")
+    host_lacking("userns")
     policy = IsolationPolicy().with_read(str(readable))
     code = f"""
 import os
@@ -199,16 +199,19 @@ open('w', 'w').write('work ok'); print(os.getcwd() != '/work')
 """
     res = py(code, policy, enforcement="best_effort")
     assert res.stdout == b"ok\ndenied\ndenied\nTrue\n", res
-    assert {"namespace:user", "namespace:pid", "rootfs:minimal", "ids:65534"} <= set(res.missing)
+    assert {"namespace:user", "namespace:pid", "rootfs:minimal"} <= set(res.missing)
+    # A root caller's command runs as 65534 on the host; anyone else's as the caller.
+    assert ("ids:65534" in res.enforced) is (os.geteuid() == 0) is ("ids:65534" not in res.missing)
     assert not any(e.startswith("namespace:") for e in res.enforced)
     # Control: on the host the same secret is readable.
     assert secret.read_text() == "s3cret"
 
 
 def test_best_effort_without_user_namespaces_refuses_remapped_paths(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    host_layout_dir: str, host_lacking: Callable[[str], None]
 ) -> None:
-    pretend(monkeypatch, "userns")
+    tmp_path = Path(host_layout_dir)  # writable by the command's user (65534 for a root caller)
+    host_lacking("userns")
     policy = IsolationPolicy(work_host=str(tmp_path))
     assert py("print(1)", policy, enforcement="best_effort").stdout == b"1\n"  # /work maps to the host dir
     moved = IsolationPolicy(ro_binds=(Bind(host=str(tmp_path), sandbox="/data"),))

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import attrs
 
 from isolation.backends.base import Availability, Backend, Child, Enforcement, Launched, Stdio
-from isolation.backends.bwrap import INSTALL_HINT, BwrapBackend
+from isolation.backends.bwrap import BwrapBackend
 from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationDisabledWarning, IsolationUnavailable, PolicyError
 
@@ -31,13 +31,8 @@ BACKEND_NAMES: tuple[str, ...] = ("auto", "native", "bwrap", "none")
 AUTO_ORDER: tuple[str, ...] = ("native", "bwrap")
 ENV_BACKEND = "NOETHER_ISOLATION"
 ENV_REQUIRE = "NOETHER_REQUIRE_ISOLATION"
-# Tests only: pretend the host lacks features, to exercise every rung of the
-# degradation ladder on a kernel that has them all (read by the native backend,
-# and so by `auto`'s choice). Comma-separated names: "userns", "landlock",
-# "seccomp"; and "landlock-abi=N" to cap the ABI.
-ENV_PRETEND_MISSING = "_ISOLATION_TEST_PRETEND_MISSING"
-# The environment `resolve_backend`'s choice depends on (the last through `auto`'s availability checks).
-RESOLUTION_ENV: tuple[str, ...] = (ENV_BACKEND, ENV_REQUIRE, ENV_PRETEND_MISSING)
+# The environment `resolve_backend`'s choice depends on.
+RESOLUTION_ENV: tuple[str, ...] = (ENV_BACKEND, ENV_REQUIRE)
 
 
 def get_backend(name: str) -> Backend:
@@ -109,20 +104,21 @@ def resolve_backend(
     if requested != "auto":
         return Resolution(get_backend(requested), f"requested {requested}")
 
-    reasons = []
+    reasons: list[str] = []
     for name in AUTO_ORDER:
         try:
             backend = get_backend(name)
         except IsolationUnavailable as exc:
             reasons.append(f"{name}: {exc}")
             continue
-        avail = backend.availability()
+        avail = backend.availability()  # a minimal real sandbox, once per process (see canary)
         if avail.ok:
             return Resolution(backend, f"auto: {name} is the strongest available backend ({avail.reason})")
         reasons.append(f"{name}: {avail.reason}")
+    # Each reason names its cause and fix; bubblewrap is advised only where it is missing.
     raise IsolationUnavailable(
-        "no isolation backend is available (" + "; ".join(reasons) + f"). To fix: {INSTALL_HINT}, "
-        "and allow unprivileged user namespaces. To run without isolation anyway, opt out explicitly: "
+        "no isolation backend can build a sandbox on this host (" + "; ".join(reasons) + "). "
+        "To run without isolation anyway, opt out explicitly: "
         f"{ENV_BACKEND}=none, unsafe_no_isolation=True or --unsafe-no-isolation."
     )
 

@@ -580,10 +580,22 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             return Availability(False, f"bubblewrap not found; {INSTALL_HINT}")
+        from isolation.backends import canary
+
         ok, why = userns_status()
         if not ok:
             return Availability(False, f"bubblewrap needs unprivileged user namespaces: {why}")
-        return Availability(True, f"{bwrap} {'.'.join(map(str, bwrap_version(bwrap)))}")
+        launch = functools.partial(self.launch, enforcement="strict")
+        return canary.check(self.name, launch, f"{bwrap} {'.'.join(map(str, bwrap_version(bwrap)))}")
+
+    def verify(self, enforcement: Enforcement) -> None:
+        """Raise what a run would raise while setting up on this host (a minimal real
+        sandbox, once per process; see canary). bwrap has one rung: `enforcement` is moot."""
+        from isolation.backends import canary
+
+        if find_bwrap() is None:
+            raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
+        canary.require(self.name, functools.partial(self.launch, enforcement="strict"))
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
         bwrap = find_bwrap()

@@ -22,26 +22,22 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
-from isolation.backends import ENV_PRETEND_MISSING, nspool, prepared
+from isolation.backends import nspool, prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.plan import WORK_DIR, Mount, SandboxPlan, tmpfs_bound
 from isolation.result import Usage
 from isolation.rlimits import sandbox_enforced_limits, sandbox_limits
-from isolation.seccomp import SeccompFilter
-from isolation.userns import userns_status
-
-PRETEND_ENV = ENV_PRETEND_MISSING  # tests only (see isolation.backends)
-# Tests only: sandbox paths whose Landlock rules are left out (mounted but not allowed).
-UNLISTED_ENV = "_ISOLATION_TEST_LANDLOCK_UNLISTED"
+from isolation.seccomp import SeccompFilter, compile_profile
+from isolation.userns import landlock_status, seccomp_status, userns_status
 
 # pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
 INIT_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_isolation_init")
@@ -68,16 +64,54 @@ _NAMESPACES = (
 )
 
 
-def _pretend() -> tuple[frozenset[str], int | None]:
-    names: set[str] = set()
-    cap: int | None = None
-    for item in os.environ.get(PRETEND_ENV, "").split(","):
-        item = item.strip()
-        if item.startswith("landlock-abi="):
-            cap = int(item.split("=", 1)[1])
-        elif item:
-            names.add(item)
-    return frozenset(names), cap
+@attrs.frozen
+class SimulatedHost:
+    """What a test makes this process believe the host lacks (see `simulate_host`).
+
+    It only ever takes layers away, and `RunResult.missing` says so: a run on a
+    simulated host is what the same run on a real host lacking them would be.
+    `landlock_unlisted` leaves the Landlock rules of those sandbox paths out
+    (mounted but not allowed), to show that Landlock, not the mount table, denies them.
+    """
+
+    userns: bool = True
+    landlock: bool = True
+    landlock_abi: int | None = None  # cap on the kernel's ABI
+    seccomp: bool = True
+    landlock_unlisted: frozenset[str] = frozenset()
+
+
+_simulated: SimulatedHost | None = None
+
+
+@contextlib.contextmanager
+def simulate_host(host: SimulatedHost) -> Iterator[None]:
+    """Within the block, this process's runs see `host` (tests only).
+
+    The one way to walk the degradation ladder on a kernel that has every layer:
+    a call in the process itself, never an environment variable or a file, so
+    nothing a production environment sets can switch a layer off. Choices made
+    from the host's features (`auto`'s backend, the native templates) are
+    forgotten on the way in and out. Not thread-safe: for tests.
+    """
+    global _simulated
+    before = _simulated
+    _simulated = host
+    _forget_choices()
+    try:
+        yield
+    finally:
+        _simulated = before
+        _forget_choices()
+
+
+def _forget_choices() -> None:
+    from isolation import runner  # imported late: the runner imports the backends
+    from isolation.backends import canary
+
+    canary.forget("native")
+    runner._recipes.clear()
+    _templates.clear()
 
 
 @attrs.frozen
@@ -86,18 +120,41 @@ class HostFeatures:
     userns_why: str
     landlock_abi: int
     seccomp: bool
+    landlock_why: str = ""  # the cause and fix when Landlock is unusable
+    seccomp_why: str = ""  # the same for seccomp
+
+    def why(self, features: list[str]) -> str:
+        """The causes (and fixes) of the host's gaps among `features` (names as in `missing`)."""
+        reasons = [self.userns_why] if not self.userns and any(f.startswith("namespace:") for f in features) else []
+        if any(f.startswith("landlock:") for f in features) and self.landlock_why:
+            reasons.append(self.landlock_why)
+        if "seccomp" in features and self.seccomp_why:
+            reasons.append(self.seccomp_why)
+        return "; ".join(reasons)
 
 
 def host_features() -> HostFeatures:
-    pretend, cap = _pretend()
+    sim = _simulated or SimulatedHost()
     ok, why = userns_status()
-    if "userns" in pretend:
-        ok, why = False, f"pretended missing ({PRETEND_ENV})"
-    abi = 0 if "landlock" in pretend else landlock.kernel_abi()
-    if cap is not None:
-        abi = min(abi, cap)
+    if not sim.userns:
+        ok, why = False, _SIMULATED
+    kernel_abi, landlock_why = _landlock_status()
+    abi = kernel_abi if sim.landlock else 0
+    if sim.landlock_abi is not None:
+        abi = min(abi, sim.landlock_abi)
     abi = min(abi, landlock.NEWEST_ABI)
-    return HostFeatures(ok, why, abi, "seccomp" not in pretend)
+    seccomp_ok, seccomp_why = _seccomp_status()
+    if abi == 0 < kernel_abi:
+        landlock_why = _SIMULATED
+    if seccomp_ok and not sim.seccomp:
+        seccomp_why = _SIMULATED
+    return HostFeatures(ok, why, abi, seccomp_ok and sim.seccomp, landlock_why, seccomp_why)
+
+
+_SIMULATED = "simulated by a test (isolation.backends.native.simulate_host)"
+# Kernel facts that do not change while the process lives.
+_landlock_status = functools.cache(landlock_status)
+_seccomp_status = functools.cache(seccomp_status)
 
 
 @functools.cache
@@ -353,13 +410,45 @@ class NativeBackend:
         return sandbox_enforced_limits()
 
     def availability(self) -> Availability:
+        """Available when this host has every layer and a minimal real sandbox runs (see canary)."""
+        from isolation.backends import canary
+
         if not os.access(INIT_PROGRAM, os.X_OK):
             return Availability(False, f"{INIT_PROGRAM} is missing or not executable; reinstall with `pip install .`")
         host = host_features()
         missing = self._missing(host, network=False)[1]
         if missing:
-            return Availability(False, f"this host lacks {', '.join(missing)} (best_effort runs without them)")
-        return Availability(True, f"user namespaces, Landlock ABI {host.landlock_abi}, seccomp")
+            return Availability(False, f"this host lacks {', '.join(missing)}: {host.why(missing)}")
+        return canary.check(self.name, _launch_unpooled, f"user namespaces, Landlock ABI {host.landlock_abi}, seccomp")
+
+    def verify(self, enforcement: Enforcement) -> None:
+        """Raise what a run with `enforcement` would raise while setting up on this host
+        (a minimal real sandbox, once per process; see canary)."""
+        from isolation.backends import canary
+
+        name = self.name if enforcement == "strict" else f"{self.name}/{enforcement}"
+        canary.require(name, functools.partial(_launch_unpooled, enforcement=enforcement))
+
+    def describe(self, plan: SandboxPlan, enforcement: Enforcement) -> dict[str, Any]:
+        """What a run of `plan` gets here, from the template the run itself uses: the rung
+        (``namespaces``, or ``host`` for best effort without user namespaces), what it
+        enforces and lacks, its mounts and its Landlock rules. Raises the refusal a run would."""
+        tpl = _template(plan, enforcement)
+        try:
+            layout = tpl.layout
+            rs = layout.ruleset
+            described: dict[str, Any] = {
+                "rung": "namespaces" if layout.flags & lib.ISO_F_USERNS else "host",
+                "enforced": list(tpl.enforced),
+                "missing": list(tpl.missing),
+                "landlock": None if rs is None else {"abi": rs.abi, "claim": rs.claim(), "rules": rs.describe()},
+            }
+            if layout.scratch_dir is not None:  # no mount namespace: the host's tree, Landlock's rules above
+                described["mounts"] = []
+            return described
+        finally:
+            if layout.scratch_dir is not None:  # a host layout's private directories: made per run
+                layout.cleanup()
 
     @staticmethod
     def _missing(host: HostFeatures, *, network: bool) -> tuple[list[str], list[str]]:
@@ -381,9 +470,36 @@ class NativeBackend:
         tpl = _template(plan, enforcement)
         try:
             return _start(tpl, stdio)
+        except SandboxSetupError as exc:
+            tpl.layout.cleanup()
+            if exc.step != "execve":
+                _forget_host()
+            raise
         except BaseException:
             tpl.layout.cleanup()
             raise
+
+
+def _launch_unpooled(plan: SandboxPlan, stdio: Stdio, enforcement: Enforcement = "strict") -> Launched:
+    """A run built on demand, as `launch` builds one when no prepared sandbox is ready;
+    without the pools, so checking the host (see canary) leaves nothing behind."""
+    tpl = _template(plan, enforcement)
+    try:
+        return _start(attrs.evolve(tpl, blueprint=None, build=None, ns_key=None), stdio)
+    except BaseException:
+        tpl.layout.cleanup()
+        raise
+
+
+def _forget_host() -> None:
+    """A sandbox failed to set up: what was concluded about this host is checked again."""
+    from isolation import runner, userns  # late: the runner imports the backends
+    from isolation.backends import canary
+
+    canary.forget("native")
+    userns.forget()
+    runner._recipes.clear()
+    _templates.clear()
 
 
 @attrs.frozen(eq=False)
@@ -403,15 +519,14 @@ class _Template:
     ns_key: nspool.Key | None  # prepared namespaces to join; None: the sandbox creates its own
 
 
-# Per (plan, enforcement, test switches, caller's ids). A plan is immutable and the host's
+# Per (plan, enforcement, simulated host, caller's ids). A plan is immutable and the host's
 # features are probed once per process; a host layout (no user namespace) is per run.
 _templates: dict[tuple[object, ...], _Template] = {}
 _TEMPLATES_MAX = 64
 
 
 def _template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
-    env = os.environ
-    key = (plan, enforcement, env.get(PRETEND_ENV), env.get(UNLISTED_ENV), os.geteuid(), os.getegid())
+    key = (plan, enforcement, _simulated, os.geteuid(), os.getegid())
     tpl = _templates.get(key)
     if tpl is None:
         tpl = _make_template(plan, enforcement)
@@ -429,13 +544,17 @@ def _make_template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
         required = [r for r in required if r != "seccomp"]
         missing = [m for m in missing if m != "seccomp"]
     if required and enforcement == "strict":
-        why = f" ({host.userns_why})" if not host.userns else ""
+        # bwrap needs user namespaces and seccomp too: advised only when Landlock alone is lacking.
+        bwrap = "backend='bwrap', or " if all(r.startswith("landlock:") for r in required) else ""
         raise IsolationUnavailable(
-            f"the native backend cannot enforce {', '.join(required)} on this host{why}; "
-            "use backend='bwrap', or enforcement='best_effort' (CLI --best-effort) to run without them"
+            f"the native backend cannot enforce {', '.join(required)} on this host: {host.why(required)}; "
+            f"fix that, or use {bwrap}enforcement='best_effort' (CLI --best-effort) to run without them"
         )
     layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
     try:
+        missing = [m for m in missing if m not in layout.enforced]  # the host layout has ids of its own
+        if not host.userns and (plan.seccomp is None or not host.seccomp):
+            missing += _HOST_LAYOUT_SECCOMP if plan.network else [*_HOST_LAYOUT_SECCOMP, "network:non-tcp"]
         return _describe_run(plan, host, layout, (*missing, *layout.missing))
     except BaseException:
         layout.cleanup()
@@ -458,6 +577,8 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
     cfg = ffi.new("struct iso_config *")
     enforced = list(layout.enforced)
     seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+    if seccomp is not None and not host.userns:  # the host layout's own rules (see seccomp_profile)
+        seccomp = compile_profile(seccomp.profile, host_layout=True, network=plan.network)
     static = _static_config(layout.mounts, layout.ruleset, seccomp, plan.hostname)
     keep.append(static)
     flags = _describe_sandbox(cfg, layout, static, plan.uid, plan.gid)
@@ -754,7 +875,7 @@ def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     enforced += _mount_bounds(plan.mounts)
     ruleset = None
     if host.landlock_abi >= 1:
-        unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
+        unlisted = _simulated.landlock_unlisted if _simulated is not None else frozenset()
         ruleset = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
     return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
 
@@ -773,21 +894,44 @@ def _mount_bounds(mounts: tuple[Mount, ...]) -> list[str]:
     return claims
 
 
+# What the host layout's seccomp rules close, named in `missing` when it runs without them.
+_HOST_LAYOUT_SECCOMP = ["files:metadata", "sockets:unix"]
+
+
 def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     """Best effort without user namespaces: the command sees the host's file
     tree, and Landlock alone decides what it may touch. Only identity binds
     can be honoured (nothing can appear at another path), /work and /tmp
-    become private host directories, and TMPDIR points at the latter."""
+    become private host directories, and TMPDIR points at the latter.
+
+    What Landlock leaves open there is closed by other means or named in
+    `missing`: a root caller's command runs as 65534 with no groups (root
+    owns /proc/sys and the host's files, capabilities or not); /proc is
+    read-only; the seccomp filter gains the host-layout rules (mode, owner,
+    times and extended attributes by path, truncate by path, unix sockets but
+    stream pairs, and without `Network` every IP socket but TCP). An unprivileged caller cannot drop
+    the bounding set: `capabilities:bounding` is missing, and only the four
+    sets it holds are claimed empty."""
     if host.landlock_abi < 1:
         raise IsolationUnavailable(
             "without user namespaces and without Landlock nothing would restrict the file system; refusing to run"
         )
+    root = os.geteuid() == 0
     scratch = tempfile.mkdtemp(prefix="isolation-")
     os.chmod(scratch, 0o700)
     work, tmp = os.path.join(scratch, "work"), os.path.join(scratch, "tmp")
     os.mkdir(work)
     os.mkdir(tmp)
     try:
+        if root:  # the command's own: it runs as plan.uid
+            for d in (scratch, work, tmp):
+                try:
+                    os.chown(d, plan.uid, plan.gid)
+                except OSError as exc:
+                    raise SandboxSetupError(
+                        f"cannot give {d} to uid {plan.uid}, the user a root caller's command runs as "
+                        f"without user namespaces: {exc.strerror}", step="chown", path=d, errno=exc.errno or 0,
+                    ) from None
         rules: list[landlock.Rule] = []
         for m in plan.mounts:
             if m.kind in ("ro-bind", "rw-bind") and m.source is not None:
@@ -801,7 +945,7 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
                 rules.append(landlock.Rule(m.source, landlock.READ if m.kind == "ro-bind" else landlock.WRITE))
         rules += [landlock.Rule(work, landlock.WRITE), landlock.Rule(tmp, landlock.WRITE)]
         rules += [landlock.Rule(f"/dev/{d}", landlock.DEVICES) for d in ("null", "zero", "full", "random", "urandom")]
-        rules += [landlock.Rule("/proc", landlock.PROC)]
+        rules += [landlock.Rule("/proc", landlock.HOST_PROC)]
         abi = host.landlock_abi
         net = landlock.NET_BIND_TCP | landlock.NET_CONNECT_TCP if abi >= 4 and not plan.network else 0
         scoped = landlock.SCOPE_ABSTRACT_UNIX_SOCKET | landlock.SCOPE_SIGNAL if abi >= 6 else 0
@@ -811,10 +955,17 @@ def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
         env = {**dict(plan.env), "TMPDIR": tmp}
         if env.get("HOME") == WORK_DIR:
             env["HOME"] = work
-        flags = lib.ISO_F_CAPS if os.geteuid() == 0 else 0
-        enforced = ["capabilities:none", "no_new_privs", "new_session", "fds:closed", "env:cleared"]
-        missing = ("tmp:private-path", "work:at-/work", "files:/etc/passwd")
-        return _Layout(flags, (), ruleset, host_exe, cwd, tuple(env.items()), tuple(enforced), missing, scratch)
+        missing = ["tmp:private-path", "work:at-/work", "files:/etc/passwd"]
+        if root:
+            flags = lib.ISO_F_CAPS | lib.ISO_F_HOST_IDS
+            enforced = [f"ids:{plan.uid}", "capabilities:none"]
+        else:  # dropping the bounding set needs CAP_SETPCAP; no_new_privs keeps it from mattering to exec
+            flags = lib.ISO_F_HELD_CAPS
+            enforced = ["capabilities:held=none"]
+            # The caller's own files it may read: their mode, group and times change through a descriptor.
+            missing += ["capabilities:bounding", "files:metadata-by-descriptor"]
+        enforced += ["no_new_privs", "new_session", "fds:closed", "env:cleared"]
+        return _Layout(flags, (), ruleset, host_exe, cwd, tuple(env.items()), tuple(enforced), tuple(missing), scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

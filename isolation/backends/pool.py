@@ -76,10 +76,13 @@ class BackgroundPool(Generic[T]):
         self._ready.setdefault(key, collections.deque())
         self._ready.move_to_end(key)
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._refill, args=(self._generation,), name=self._thread_name, daemon=True
-            )
-            self._thread.start()
+            refill = self._refill
+            thread = threading.Thread(target=refill, args=(self._generation,), name=self._thread_name, daemon=True)
+            try:
+                thread.start()
+                self._thread = thread
+            except RuntimeError:  # no thread to be had (RLIMIT_NPROC): nothing ahead of demand, runs build their own
+                pass
         self._cond.notify()  # the thread works out when it may make the next one
         return found
 
