@@ -5,8 +5,11 @@ effort runs with an exact `missing` or refuses, and plan says what run does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
 from typing import Any
 
 import hostile
@@ -68,6 +71,8 @@ def test_simulated_host_refuses_what_it_says(host: str) -> None:
 # best effort, next to what `plan` (isolation.audit.describe) says about the same run.
 _OUTCOMES = r"""
 import json
+import os
+import sys
 import re
 from typing import Any
 import isolation
@@ -245,3 +250,64 @@ def test_cli_exit_status_and_message_match_between_plan_and_run(host: str) -> No
 def test_bwrap_run_that_cannot_set_up_refuses(host: str, outcomes: dict[str, dict[str, Any]]) -> None:
     run = _outcomes_on(host, outcomes)["bwrap/strict"]["run"]
     assert run.get("error") in ("IsolationUnavailable", "SandboxSetupError"), run
+
+
+# -- a full process table: typed, and not remembered --------------------------------------
+
+_NPROC = r"""
+import json, resource, isolation
+soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+out = {}
+resource.setrlimit(resource.RLIMIT_NPROC, (1, hard))  # this user has more than one process: fork fails
+try:
+    isolation.run(["true"], timeout=60)
+    out["limited"] = "ran"
+except isolation.IsolationError as exc:
+    out["limited"] = [type(exc).__name__, str(exc)]
+resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
+res = isolation.run(["true"], timeout=60)  # re-checked, not "no user namespaces" for the process's life
+out["after"] = [res.returncode, res.backend, res.missing]
+print(json.dumps(out))
+"""
+
+_ROOT_NPROC = (
+    "root (INIT_USER) is exempt from RLIMIT_NPROC in copy_process, in any user namespace: the limit cannot "
+    "be reached in the root lane; the isouser lane runs this test"
+)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason=_ROOT_NPROC)
+def test_a_full_process_table_is_a_typed_error_and_is_checked_again() -> None:
+    proc = hostile.python("control", _NPROC)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    kind, message = out["limited"]
+    assert kind == "SandboxSetupError", out
+    assert "RLIMIT_NPROC" in message and "ulimit -u, 1 here" in message, message
+    assert out["after"] == [0, "native", []], out  # control: the same process runs once processes are free
+
+
+def _user_tasks() -> int:
+    """This user's tasks (threads included: RLIMIT_NPROC counts them)."""
+    n = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            n += os.stat(f"/proc/{pid}").st_uid == os.getuid() and len(os.listdir(f"/proc/{pid}/task"))
+    return n
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason=_ROOT_NPROC)
+def test_cli_near_the_process_limit_exits_125_or_runs_never_a_traceback() -> None:
+    """Each step that makes a process or thread (the user namespace check, the pools'
+    threads, clone, the worker) fails at some limit near the user's current count."""
+    statuses = set()
+    for extra in (*range(12), 64):  # the last well clear of the limit
+        limit = _user_tasks() + extra
+        proc = hostile.launch("control", ["/usr/bin/prlimit", f"--nproc={limit}", sys.executable, "-m", "isolation",
+                                          "run", "--", "true"])
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode in (0, 125), (limit, proc.returncode, proc.stderr)
+        if proc.returncode == 125:
+            assert "RLIMIT_NPROC" in proc.stderr, proc.stderr
+        statuses.add(proc.returncode)
+    assert statuses == {0, 125}  # both sides of the limit were reached (else the sweep tested nothing)
