@@ -18,7 +18,6 @@ def test_auto_never_resolves_to_none() -> None:
 
 def test_auto_with_nothing_available_raises_with_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     from isolation import backends
-
     from isolation.backends import bwrap
 
     # bubblewrap not installed: the message says how to install it, and how to opt out.
