@@ -255,15 +255,19 @@ def test_bwrap_run_that_cannot_set_up_refuses(host: str, outcomes: dict[str, dic
 # -- a full process table: typed, and not remembered --------------------------------------
 
 _NPROC = r"""
-import json, resource, isolation
+import json, resource, sys, isolation
+from isolation.backends import canary, get_backend
 soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
 out = {}
+if sys.argv[1] == "checked-first":  # auto's check passed before the limit was hit
+    out["passed_before"] = get_backend("native").availability().ok and bool(canary._passed)
 resource.setrlimit(resource.RLIMIT_NPROC, (1, hard))  # this user has more than one process: fork fails
 try:
     isolation.run(["true"], timeout=60)
     out["limited"] = "ran"
 except isolation.IsolationError as exc:
     out["limited"] = [type(exc).__name__, str(exc)]
+out["passes_after_failure"] = len(canary._passed)
 resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
 res = isolation.run(["true"], timeout=60)  # re-checked, not "no user namespaces" for the process's life
 out["after"] = [res.returncode, res.backend, res.missing]
@@ -277,13 +281,18 @@ _ROOT_NPROC = (
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason=_ROOT_NPROC)
-def test_a_full_process_table_is_a_typed_error_and_is_checked_again() -> None:
-    proc = hostile.python("control", _NPROC)
+@pytest.mark.parametrize("when", ["checked-first", "first-run"])
+def test_a_full_process_table_is_a_typed_error_and_is_checked_again(when: str) -> None:
+    """Whether the limit is hit by auto's check itself or by a run after the check passed:
+    a SandboxSetupError naming RLIMIT_NPROC, no pass kept, and a run once processes are free."""
+    proc = hostile.launch("control", [sys.executable, "-c", _NPROC, when])
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
     kind, message = out["limited"]
     assert kind == "SandboxSetupError", out
     assert "RLIMIT_NPROC" in message and "ulimit -u, 1 here" in message, message
+    assert out.get("passed_before", True) is True
+    assert out["passes_after_failure"] == 0  # a failed setup forgets the pass: auto checks again
     assert out["after"] == [0, "native", []], out  # control: the same process runs once processes are free
 
 
