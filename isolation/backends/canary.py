@@ -98,7 +98,9 @@ def _run_true(launch: Launch) -> IsolationError | None:
         return None
     said = f": {stderr}" if stderr else ""
     hint = explain(stderr)
-    msg = f"a minimal sandbox running `true` failed (exit status {rc}){said}" + (f". {hint}" if hint else "")
+    msg = f"a minimal sandbox running `true` failed (exit status {rc}){said}"
+    if hint:
+        msg += f". {hint[:1].upper()}{hint[1:]}"
     return SandboxSetupError(msg, step="sandbox")
 
 
