@@ -37,6 +37,14 @@ _status: tuple[bool, str] | None = None
 _status_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _status_lock
+    _status_lock = threading.Lock()  # a thread of the parent may have held it mid-probe
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path) as f:

@@ -33,6 +33,14 @@ _passed: dict[tuple[str, int, int], bool] = {}
 _lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it mid-check
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def check(name: str, launch: Launch, reason: str) -> Availability:
     """Available with `reason` once a minimal sandbox started with `launch` ran `true`."""
     try:
