@@ -37,7 +37,9 @@ _LOGGED_VALUES = frozenset({"PATH", "HOME", "USER", "LOGNAME", *DEFAULT_ENV_ALLO
 
 
 def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enforcement = "strict") -> dict[str, Any]:
-    """What `isolation plan --json` prints: the backend and why, then everything the plan enforces."""
+    """What `isolation plan --json` prints: the backend and why, then everything the plan enforces;
+    for the native backend from the template its run uses (the rung, `enforced`, `missing`, the
+    Landlock rules), so a best-effort run on the host layout is described as such."""
     backend = resolution.backend
     record: dict[str, Any] = {"backend": backend.name, "backend_reason": resolution.reason}
     record["enforcement"] = enforcement
@@ -46,11 +48,9 @@ def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enfor
     record["limits"] = limits_record(plan.policy, backend)
     if backend.name == "none":
         record["isolation"] = "NONE: the command runs on the host; nothing below is enforced except the environment"
-    if backend.name == "bwrap":
+    if backend.name == "bwrap":  # one rung: the namespaced sandbox, or a refusal
         record["bwrap_argv"] = plan_to_bwrap_args(plan, find_bwrap() or "bwrap")
-        record["landlock"] = None
-    if backend.name == "bwrap":
-        record.update(rung="namespaces", missing=[])
+        record.update(landlock=None, rung="namespaces", missing=[])
     describe = getattr(backend, "describe", None)
     if describe is not None:  # the native backend: the rung a run takes here, its claims and gaps
         record.update(describe(plan, enforcement))

@@ -216,14 +216,15 @@ def _print_probe(facts: dict[str, Any]) -> None:
     out(f"bwrap:           {bw['path'] or 'not found'}{' ' + bw['version'] if bw['version'] else ''}\n")
     ns = facts["user_namespaces"]
     out(f"user namespaces: {'yes' if ns['available'] else 'no'} ({ns['detail']})\n")
-    out(f"landlock ABI:    {facts['landlock_abi'] or 'unavailable'}\n")
-    out(f"seccomp:         {'yes' if facts['seccomp'] else 'no'}\n")
+    out(f"landlock ABI:    {facts['landlock_abi'] or 'unavailable (' + facts['landlock']['detail'] + ')'}\n")
+    out(f"seccomp:         {'yes' if facts['seccomp'] else 'no (' + facts['seccomp_detail'] + ')'}\n")
     out(f"cgroup v2:       {facts['cgroup2'] or 'not mounted'}\n")
     cg = facts["cgroup_limits"]
     out(f"cgroup limits:   {'available' if cg['available'] else 'unavailable, rlimits are used'} ({cg['reason']})\n")
     for name, b in facts["backends"].items():
         out(f"backend {name + ':':8} {'available' if b['available'] else 'unavailable'} ({b['detail']})\n")
-    out(f"auto picks:      {facts['auto'] or 'nothing (no isolation backend available)'}\n")
+    out(f"auto picks:      {facts['auto'] or 'nothing (no backend can build a sandbox here; see above)'}\n")
+    out("(a backend is available when a minimal sandbox of it, running `true`, ran here)\n")
 
 
 def _result_json(res: Any) -> dict[str, Any]:

@@ -24,7 +24,9 @@ class SandboxSetupError(IsolationError):
 
     def __init__(self, message: str, *, step: str = "", path: str = "", errno: int = 0) -> None:
         hint = setup_hint(step, errno) if step else ""
-        super().__init__(f"{message}. {hint}" if hint and hint not in message else message)
+        if hint and hint not in message:
+            message = f"{message}. {hint[:1].upper()}{hint[1:]}"
+        super().__init__(message)
         self.step = step
         self.path = path
         self.errno = errno

@@ -23,15 +23,26 @@ _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277}.get(os.uname().ma
 _MAX_USERNS = "/proc/sys/user/max_user_namespaces"
 _DEBIAN_CLONE = "/proc/sys/kernel/unprivileged_userns_clone"
 _APPARMOR = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
-_SECCOMP_FIX = (
-    "allow unshare, setns, clone with CLONE_NEW* flags, mount, the new mount API (fsopen, fsmount, open_tree, "
-    "move_mount, mount_setattr), pivot_root, seccomp and the landlock_* syscalls in its seccomp profile "
-    "(docker run --security-opt seccomp=PROFILE.json; podman the same), or run isolation outside it"
-)
+_SANDBOX_SYSCALLS = "unshare, clone with CLONE_NEW* flags, mount and the new mount API, pivot_root"
+
+
+def _seccomp_fix(syscalls: str) -> str:
+    return (
+        f"allow {syscalls} in the container's seccomp profile (docker or podman run "
+        "--security-opt seccomp=PROFILE.json), or run isolation outside the container"
+    )
 
 # Definitive answers only: a failure to fork is transient and is never remembered.
 _status: tuple[bool, str] | None = None
 _status_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _status_lock
+    _status_lock = threading.Lock()  # a thread of the parent may have held it mid-probe
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read(path: str) -> str | None:
@@ -92,7 +103,8 @@ def userns_refusal(err: int) -> str:
     if err == errno.EPERM and seccomp_filtered():
         return (
             f"unshare(CLONE_NEWUSER) failed ({name}) and this process runs under a seccomp filter: a container's "
-            f"seccomp profile (Docker's default refuses namespaces without CAP_SYS_ADMIN); fix: {_SECCOMP_FIX}"
+            f"seccomp profile (Docker's default refuses namespaces without CAP_SYS_ADMIN); fix: "
+            f"{_seccomp_fix(_SANDBOX_SYSCALLS)}"
         )
     if _read(_APPARMOR) == "1":
         return (
@@ -114,7 +126,7 @@ def mount_refusal(err: int) -> str:
         return f"mounting in a new user namespace failed ({name}): {nested}"
     apparmor = _read(_APPARMOR)
     if err == errno.EACCES or apparmor == "1":
-        state = f"it is {apparmor} here" if apparmor is not None else "it is the usual cause of EACCES here"
+        state = f"it is {apparmor} here" if apparmor is not None else "the usual cause of EACCES there"
         return (
             f"a new user namespace was created but may not mount ({name}): AppArmor's restriction of unprivileged "
             f"user namespaces, kernel.apparmor_restrict_unprivileged_userns=1 on Ubuntu 23.10 and later ({state}); "
@@ -124,7 +136,7 @@ def mount_refusal(err: int) -> str:
     if seccomp_filtered():
         return (
             f"mounting in a new user namespace failed ({name}) and this process runs under a seccomp filter: "
-            f"a container's seccomp profile; fix: {_SECCOMP_FIX}"
+            f"a container's seccomp profile; fix: {_seccomp_fix(_SANDBOX_SYSCALLS)}"
         )
     return f"mounting in a new user namespace failed ({name}): a security module refuses it; fix: allow it"
 
@@ -146,7 +158,7 @@ def landlock_refusal(err: int) -> str:
         return f"landlock_create_ruleset failed ({os.strerror(err)}): {nested}"
     return (
         f"landlock_create_ruleset failed ({os.strerror(err)}): a seccomp filter (a container's seccomp profile) "
-        f"refuses the Landlock syscalls; fix: {_SECCOMP_FIX}"
+        f"refuses the Landlock syscalls; fix: {_seccomp_fix('the landlock_* syscalls')}"
     )
 
 
@@ -159,7 +171,7 @@ def seccomp_refusal(err: int) -> str:
         return f"seccomp(2) is refused ({os.strerror(err)}): {nested}"
     return (
         f"seccomp(2) is refused ({os.strerror(err)}) by the seccomp filter this process runs under (a container's "
-        f"or a parent sandbox's profile); fix: {_SECCOMP_FIX}"
+        f"or a parent sandbox's profile); fix: {_seccomp_fix('seccomp(2) and prctl(PR_SET_SECCOMP)')}"
     )
 
 

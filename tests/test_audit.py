@@ -174,3 +174,26 @@ def test_plan_says_what_best_effort_would_skip() -> None:
         {"name": "max_output", "value": 64 << 20, "enforced_by": "runner"}
     ]
     assert json.loads(cli("plan", "--json", "--backend", "bwrap", "--", "true").stdout)["enforcement"] == "strict"
+
+
+def test_audit_log_records_the_rung_that_ran(tmp_path: Path) -> None:
+    """Best effort without user namespaces (a child user namespace whose limit is 0, for
+    real: tests/hostile.py): the log's plan is the host layout and names what the run lacked."""
+    import hostile
+
+    log = str(tmp_path / "audit.jsonl")
+    r = hostile.cli("userns-max0", "run", "--audit-log", log, "--backend", "native", "--best-effort", "--", "true")
+    assert r.returncode == 0, r.stderr
+    line = json.loads(Path(log).read_text())
+    assert line["plan"]["rung"] == "host" and line["plan"]["mounts"] == []
+    assert line["plan"]["missing"] == line["missing"] and "namespace:user" in line["missing"]
+    assert not [e for e in line["enforced"] if e.startswith("namespace:")]
+    # A strict run there is refused, and logged so.
+    r = hostile.cli("userns-max0", "run", "--audit-log", log, "--backend", "native", "--", "true")
+    assert r.returncode == 125
+    refused = json.loads(Path(log).read_text().splitlines()[1])
+    assert refused["outcome"] == "refused" and "user.max_user_namespaces" in refused["error"]["message"]
+    # control: with nothing refused, the namespaced rung, nothing missing
+    r = hostile.cli("control", "run", "--audit-log", log, "--backend", "native", "--best-effort", "--", "true")
+    ok = json.loads(Path(log).read_text().splitlines()[2])
+    assert r.returncode == 0 and ok["plan"]["rung"] == "namespaces" and ok["missing"] == []

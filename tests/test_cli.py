@@ -124,3 +124,57 @@ def test_probe_reports_the_host() -> None:
     assert doc["user_namespaces"]["available"] is True
     assert doc["auto"] in ("native", "bwrap")
     assert "auto picks:" in cli("probe").stdout
+
+
+# -- plan and probe on hosts that lack features (tests/hostile.py simulates them for real) --
+
+
+def test_plan_text_shows_the_host_layout_and_what_it_lacks() -> None:
+    import hostile
+
+    r = hostile.cli("userns-max0", "plan", "--backend", "native", "--best-effort", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert "HOST LAYOUT (no user namespaces here)" in r.stdout
+    assert "mounts:    none (no mount namespace)" in r.stdout
+    missing = next(line for line in r.stdout.splitlines() if line.startswith("NOT enforced"))
+    assert "namespace:user" in missing and "rootfs:minimal" in missing
+    # control: on the same launcher with nothing refused, the namespaced sandbox and its mounts
+    r = hostile.cli("control", "plan", "--backend", "native", "--best-effort", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert "sandbox:   namespaces" in r.stdout and "mounts (applied in order):" in r.stdout
+    assert "NOT enforced" not in r.stdout
+
+
+def test_plan_refuses_as_the_strict_run_does() -> None:
+    import hostile
+
+    run = hostile.cli("apparmor-userns", "run", "--backend", "native", "--", "true")
+    plan = hostile.cli("apparmor-userns", "plan", "--backend", "native", "--", "true")
+    assert run.returncode == plan.returncode == 125
+    assert plan.stdout == "" and run.stderr == plan.stderr
+    assert "kernel.apparmor_restrict_unprivileged_userns" in plan.stderr
+
+
+def test_probe_text_names_the_cause_and_picks_nothing_that_fails() -> None:
+    import hostile
+
+    r = hostile.cli("seccomp-denied", "probe")
+    assert r.returncode == 0, r.stderr
+    assert "seccomp:         no (seccomp(2) is refused" in r.stdout
+    assert "auto picks:      nothing" in r.stdout
+    r = hostile.cli("landlock-eopnotsupp", "probe")
+    assert "landlock ABI:    unavailable (Landlock is built into the kernel but not enabled; fix: add" in r.stdout
+    assert "auto picks:      bwrap" in r.stdout  # control: bwrap needs no Landlock, and it ran
+    r = hostile.cli("control", "probe")
+    assert "seccomp:         yes" in r.stdout and "auto picks:      native" in r.stdout
+
+
+def test_a_profile_naming_the_removed_nested_sandbox_extension_is_refused(tmp_path: object) -> None:
+    for name, seccomp in (("inner", "nested-sandbox"), ("ok", "debug")):
+        with open(os.path.join(str(tmp_path), f"{name}.toml"), "w") as f:
+            f.write(f"[profile.{name}]\nseccomp = '{seccomp}'\n")
+    r = cli("plan", "--profile-file", os.path.join(str(tmp_path), "inner.toml"), "--profile", "inner", "--", "true")
+    assert r.returncode == 125
+    assert "'nested-sandbox' was removed" in r.stderr and "Landlock" in r.stderr
+    control = cli("plan", "--profile-file", os.path.join(str(tmp_path), "ok.toml"), "--profile", "ok", "--", "true")
+    assert control.returncode == 0, control.stderr

@@ -117,10 +117,25 @@ def resolve_backend(
         reasons.append(f"{name}: {avail.reason}")
     # Each reason names its cause and fix; bubblewrap is advised only where it is missing.
     raise IsolationUnavailable(
-        "no isolation backend can build a sandbox on this host (" + "; ".join(reasons) + "). "
+        "no isolation backend can build a sandbox on this host (" + "; ".join(_same_cause(reasons)) + "). "
         "To run without isolation anyway, opt out explicitly: "
         f"{ENV_BACKEND}=none, unsafe_no_isolation=True or --unsafe-no-isolation."
     )
+
+
+def _same_cause(reasons: list[str]) -> list[str]:
+    """`reasons`, with a cause already given for an earlier backend said once."""
+    out: list[str] = []
+    for reason in reasons:
+        for earlier in out:
+            n = len(os.path.commonprefix([reason[::-1], earlier[::-1]]))
+            while n >= 60 and not reason[:-n].endswith((": ", ". ")):  # back to where a sentence starts
+                n -= 1
+            if n >= 60:  # the same cause and fix, word for word
+                reason = f"{reason[:-n].rstrip(':. ')}: the same cause as above"
+                break
+        out.append(reason)
+    return out
 
 
 def warn_unisolated(argv0: str) -> None:

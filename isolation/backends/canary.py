@@ -33,6 +33,14 @@ _passed: dict[tuple[str, int, int], bool] = {}
 _lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it mid-check
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def check(name: str, launch: Launch, reason: str) -> Availability:
     """Available with `reason` once a minimal sandbox started with `launch` ran `true`."""
     try:
@@ -98,7 +106,9 @@ def _run_true(launch: Launch) -> IsolationError | None:
         return None
     said = f": {stderr}" if stderr else ""
     hint = explain(stderr)
-    msg = f"a minimal sandbox running `true` failed (exit status {rc}){said}" + (f". {hint}" if hint else "")
+    msg = f"a minimal sandbox running `true` failed (exit status {rc}){said}"
+    if hint:
+        msg += f". {hint[:1].upper()}{hint[1:]}"
     return SandboxSetupError(msg, step="sandbox")
 
 
