@@ -242,7 +242,7 @@ class Sandbox:
         end is read for at most `_DRAIN_GRACE` seconds (only a process that escaped the
         sandbox's pid namespace, i.e. under backend none, can hold a pipe that long).
         Signal numbers arriving on `signals_fd` (a signal.set_wakeup_fd pipe) are sent to
-        the command; after its end they stop the relaying of what is left.
+        the command; after its end they give up on the streams a caller is not reading.
         """
         for sink in sinks:
             os.set_blocking(sink.file.fileno(), False)
@@ -306,7 +306,8 @@ class Sandbox:
             poller = select.poll()  # no descriptor of its own, unlike epoll
             for fd, event in events.items():
                 poller.register(fd, event)
-            for fd, _ in poller.poll(wait_ms):
+            ready = poller.poll(wait_ms)
+            for fd, _ in ready:
                 if fd == exit_fd and exited_at is None:
                     self.poll()
                     exited_at = time.monotonic()
@@ -316,9 +317,10 @@ class Sandbox:
                     if exited_at is None:
                         for sig in sigs:
                             self.send_signal(sig)
-                    elif sigs:  # interrupted after the end: give up on a caller that does not read
-                        for sink in sinks:
-                            sink.stop()
+                    elif sigs and len(ready) == 1:  # after the end, with nothing else moving:
+                        for sink in sinks:  # give up on a caller that does not read
+                            if sink.pending:
+                                sink.stop()
                     continue
                 if fd == stdin_fd and pending:
                     try:
