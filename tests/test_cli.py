@@ -184,3 +184,41 @@ def test_relayed_stdin_does_not_hold_up_the_end(backend: str) -> None:
     finally:
         proc.kill()
         proc.stdin.close()
+
+
+def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -> None:
+    """Once the command has ended, Ctrl-C stops relaying output nobody reads, instead of waiting forever."""
+    import time
+    import uuid
+
+    from procs import processes_with
+
+    marker = f"marker-{uuid.uuid4().hex}"
+    r, w = os.pipe()  # never read: 64 KiB fill it, the rest waits in the CLI and its pipe from the sandbox
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--",
+         "sh", "-c", "head -c 100000 /dev/zero; exit 0", marker],
+        stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(w)
+    try:
+        deadline = time.monotonic() + 60
+        while processes_with(marker) != [proc.pid] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == [proc.pid], "the command never ended"
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)  # control: the CLI is stuck on the pipe
+        for _ in range(60):  # the first one may still reach the command's end as a forwarded signal
+            proc.send_signal(signal.SIGINT)
+            try:
+                status = proc.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            pytest.fail("Ctrl-C did not end a CLI stuck on a reader after the command ended")
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
+    assert status == 0
