@@ -8,15 +8,14 @@ command was killed by signal N.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -37,8 +36,9 @@ from isolation.plan import build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
 from isolation.profiles import load_profile
-from isolation.result import Outcome, RunResult
-from isolation.runner import Sandbox, run, spawn
+from isolation.result import RunResult
+from isolation.runner import PIPE, Relay, Sandbox, _Options
+from isolation.runner import _run as _run_sandbox
 
 EXIT_SETUP = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -74,7 +74,11 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pids", type=int, metavar="N", help="limit the number of processes")
     p.add_argument("--max-open-files", type=int, metavar="N", help="limit open file descriptors per process")
     p.add_argument("--max-file-size", metavar="SIZE", help="limit the size of any file written")
-    p.add_argument("--max-output", metavar="SIZE", help="bytes of output kept per stream with --json (default 64M)")
+    p.add_argument(
+        "--max-output",
+        metavar="SIZE",
+        help="bytes of output passed per stream (default 64M); the rest is dropped, with a notice on stderr",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
 
 
@@ -247,15 +251,37 @@ def _result_json(res: Any) -> dict[str, Any]:
     }
 
 
-def _wait_forwarding_signals(sb: Sandbox) -> int:
-    """Wait for the sandbox; Ctrl-C and SIGTERM reach the sandboxed command, not just us."""
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-    previous = {s: signal.signal(s, lambda sig, _f: sb.send_signal(sig)) for s in forwarded}
+# Signals the CLI passes on to the sandboxed command instead of acting on them itself.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def _forwarded_signals() -> Iterator[int]:
+    """Yield a pipe on which each forwarded signal's number arrives (signal.set_wakeup_fd).
+
+    The handlers themselves do nothing: the runner's pump reads the numbers and sends the
+    signals from ordinary code. A handler that called into the sandbox handle could wait
+    for a lock held by the very code it interrupted (issue 11 C.16).
+    """
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    previous = {s: signal.signal(s, lambda _sig, _frame: None) for s in FORWARDED}
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     try:
-        return sb.wait()
+        yield r
     finally:
+        signal.set_wakeup_fd(old_fd)
         for s, h in previous.items():
             signal.signal(s, h)
+        os.close(r)
+        os.close(w)
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -281,36 +307,39 @@ def _enforcement(args: argparse.Namespace) -> Enforcement:
 
 
 def _run(args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str]) -> tuple[int, RunResult]:
-    enforcement = _enforcement(args)
-    common: dict[str, Any] = {
-        "backend": args.backend,
-        "unsafe_no_isolation": args.unsafe_no_isolation,
-        "require_isolation": args.require_isolation or None,
-        "enforcement": enforcement,
-    }
+    """Run with the CLI's own stdio relayed through pipes (the command never gets the
+    caller's terminal or files: it could change their mode, owner or times), output
+    live unless --json, at most --max-output bytes per stream either way."""
+    opts = _Options(
+        args.backend, None, _enforcement(args), args.unsafe_no_isolation, args.require_isolation or None
+    )
+    streaming = not args.json
+
+    def started(sb: Sandbox) -> None:
+        if streaming and sb.missing:
+            print(f"isolation: best effort, NOT enforced: {', '.join(sb.missing)}", file=sys.stderr, flush=True)
+
+    stdin = Relay(0) if _open(0) else None
+    out, err = (Relay(1), Relay(2)) if streaming else (PIPE, PIPE)
+    cut: list[tuple[str, int, int]] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with _forwarded_signals() as signals_fd:
+        res = _run_sandbox(
+            tuple(cmd), policy, opts, stdin, None, out, err, started, signals_fd=signals_fd, truncated_streams=cut
+        )
     if args.json:
-        res = run(cmd, policy, stdin=sys.stdin.fileno(), **common)
         print(json.dumps(_result_json(res), indent=2))
         return res.exit_status(), res
-    with spawn(cmd, policy, stdin=sys.stdin.fileno(), stdout=None, stderr=None, **common) as sb:
-        if sb.missing:
-            print(f"isolation: best effort, NOT enforced: {', '.join(sb.missing)}", file=sys.stderr)
-        timeout = policy.limits.wall_timeout
-        timed_out = False
-        if timeout is not None:
-            try:
-                sb.wait(timeout)
-            except subprocess.TimeoutExpired:
-                sb.kill()
-                sb.wait()
-                print(f"isolation: timed out after {timeout:g}s; sandbox killed", file=sys.stderr)
-                timed_out = True
-        rc = _wait_forwarding_signals(sb)
-    claims = () if timeout is None else (f"limit:wall_timeout={timeout}:runner",)
-    outcome: Outcome = "timeout" if timed_out else "signaled" if rc < 0 else "exited"
-    duration = time.monotonic() - sb.started
-    res = RunResult(tuple(cmd), rc, b"", b"", sb.backend, duration, (*sb.enforced, *claims), outcome, sb.missing)
-    return (128 + signal.SIGKILL if timed_out else res.exit_status()), res
+    for name, kept, dropped in cut:
+        print(
+            f"isolation: {name} truncated at {kept} bytes (--max-output); {dropped} more bytes dropped",
+            file=sys.stderr,
+        )
+    if res.timed_out:
+        print(f"isolation: timed out after {policy.limits.wall_timeout:g}s; sandbox killed", file=sys.stderr)
+        return 128 + signal.SIGKILL, res
+    return res.exit_status(), res
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

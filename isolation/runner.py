@@ -7,10 +7,11 @@ import math
 import os
 import select
 import signal
+import stat
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import attrs
@@ -41,12 +42,79 @@ _DRAIN_GRACE = 1.0
 # Limits the runner itself enforces for run()/run_async(), whatever the backend.
 RUNNER_LIMITS = frozenset({"wall_timeout", "max_output"})
 
+_CHUNK = 65536
+
+
+@attrs.frozen
+class Relay:
+    """stdin=, stdout= or stderr= of `run`: the runner copies between this descriptor of the
+    caller and a pipe of the sandbox, so the sandbox never holds the caller's own file.
+
+    Output is relayed live, bounded by `limits.max_output` as captured output is. Input is
+    read from `fd` as it arrives and relayed until the command ends (what it did not read is
+    dropped). Use it for a terminal or any file the command must not get a descriptor of:
+    whoever holds a descriptor can change the file's mode, owner and times (fchmod, fchown,
+    futimens) wherever its owner is the sandbox's user on the host.
+    """
+
+    fd: int
+
+
 StdinArg = None | int | IO[Any]
 OutArg = None | int | IO[Any]
 
 
 def _fd_of(spec: int | IO[Any]) -> int:
     return spec if isinstance(spec, int) else spec.fileno()
+
+
+@attrs.define
+class _Sink:
+    """One output stream of a sandbox being drained: kept in memory, or relayed to `to`."""
+
+    name: str
+    file: IO[bytes]  # the runner's read end
+    limit: int | None
+    to: int = -1  # the caller's descriptor, or -1: keep in memory
+    kill_past: bool = False  # passing `limit` kills the sandbox (a reply that can no longer be valid)
+    kept: int = 0
+    dropped: int = 0
+    chunks: list[bytes] = attrs.Factory(list)
+    pending: memoryview = memoryview(b"")
+    reading: bool = True
+    step: int = _CHUNK  # bytes per write to `to` that cannot block once it polls writable
+
+    def take(self, data: bytes) -> bool:
+        """Keep or relay what the limit allows, drop the rest; True when it was passed just now."""
+        room = len(data) if self.limit is None else max(0, self.limit - self.kept)
+        kept = data[:room] if room < len(data) else data
+        if kept:
+            self.kept += len(kept)
+            if self.to >= 0:
+                self.pending = memoryview(kept)
+            else:
+                self.chunks.append(kept)
+        passed = self.dropped == 0 and len(kept) < len(data)
+        self.dropped += len(data) - len(kept)
+        return passed
+
+    def stop(self) -> None:
+        """Stop draining: the sandbox's next write to this stream fails (EPIPE/SIGPIPE), as
+        its write to a closed pipe of the caller would have."""
+        self.reading = False
+        self.pending = memoryview(b"")
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+def _write_step(fd: int) -> int:
+    """Bytes one write to `fd` may carry without blocking once poll() calls it writable:
+    PIPE_BUF for a pipe, socket or terminal (the caller's own descriptors stay blocking:
+    their O_NONBLOCK flag is shared with whoever else holds them)."""
+    try:
+        return _CHUNK if stat.S_ISREG(os.fstat(fd).st_mode) else select.PIPE_BUF
+    except OSError:
+        return select.PIPE_BUF
 
 
 class Sandbox:
@@ -57,7 +125,14 @@ class Sandbox:
     running and reaps it, so no process or descriptor outlives the handle.
     """
 
-    def __init__(self, argv: tuple[str, ...], backend: str, launched: Launched, pipes: dict[str, IO[bytes]]) -> None:
+    def __init__(
+        self,
+        argv: tuple[str, ...],
+        backend: str,
+        launched: Launched,
+        pipes: dict[str, IO[bytes]],
+        discard: Sequence[IO[bytes]] = (),
+    ) -> None:
         self.argv = argv
         self.backend = backend
         self.enforced = launched.enforced
@@ -71,6 +146,11 @@ class Sandbox:
         self._closed = False
         # A backend that knows the sandbox's end first offers a descriptor for it; else a pidfd.
         self._pidfd = -1 if hasattr(self._child, "exit_fd") else os.pidfd_open(self._child.pid)
+        self._discarder: threading.Thread | None = None
+        if discard:  # DEVNULL outputs: read and dropped until the sandbox's end
+            self._discarder = threading.Thread(target=_discard, args=(tuple(discard),), name="isolation-devnull")
+            self._discarder.daemon = True
+            self._discarder.start()
 
     @property
     def pid(self) -> int:
@@ -84,8 +164,10 @@ class Sandbox:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        # Asked even when poll() saw the end: the backend may still be finishing it in another thread.
+        rc = self._child.wait(timeout)
         if self.returncode is None:
-            self.returncode = self._child.wait(timeout)
+            self.returncode = rc
             self._close_pidfd()
         return self.returncode
 
@@ -142,98 +224,152 @@ class Sandbox:
 
         Returns (stdout, stderr, timed_out, truncated). At most `max_output` bytes
         per stream are kept (the rest is read and dropped, so the command never
-        blocks on a full pipe, and a marker is appended). On timeout the sandbox is killed and
-        reaped before returning. Output written after the command exited is still
-        read, for at most `_DRAIN_GRACE` seconds (only a process that escaped the
-        sandbox's pid namespace, i.e. under backend none, can hold a pipe that long).
+        blocks on a full pipe, and a marker is appended).
         """
-        chunks: dict[int, list[bytes]] = {}
-        kept: dict[int, int] = {}
-        dropped: dict[int, int] = {}
-        poller = select.poll()  # no descriptor of its own, unlike epoll
-        watched: set[int] = set()
+        sinks = [_Sink(n, f, max_output) for n, f in (("stdout", self.stdout), ("stderr", self.stderr)) if f]
+        timed_out = self._pump(input, sinks, deadline)
+        out, err = _captured(sinks, self.stdout, self.stderr)
+        return out, err, timed_out, any(s.dropped for s in sinks)
+
+    def _pump(
+        self, feed: bytes | Relay | None, sinks: Sequence[_Sink], deadline: float | None, signals_fd: int = -1
+    ) -> bool:
+        """Move data between the caller and the sandbox until it has ended and its output is drained.
+
+        `feed` goes to stdin: bytes, or a caller descriptor relayed until the end. Each sink
+        keeps or relays its stream (see _Sink). At the deadline the sandbox is killed (the
+        return value says so) and what it wrote is still drained. Output written after the
+        end is read for at most `_DRAIN_GRACE` seconds (only a process that escaped the
+        sandbox's pid namespace, i.e. under backend none, can hold a pipe that long).
+        Signal numbers arriving on `signals_fd` (a signal.set_wakeup_fd pipe) are sent to
+        the command; after its end they give up on the streams a caller is not reading.
+        """
+        for sink in sinks:
+            os.set_blocking(sink.file.fileno(), False)
+            if sink.to >= 0:
+                sink.step = _write_step(sink.to)
+        pending = memoryview(feed if isinstance(feed, bytes) else b"")
+        source = feed.fd if isinstance(feed, Relay) else -1  # the caller's descriptor relayed to stdin
+        stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
+        if stdin_fd >= 0 and not pending and source < 0:
+            self._close_stdin()
+            stdin_fd = -1
+        if stdin_fd >= 0:
+            os.set_blocking(stdin_fd, False)
         timed_out = False
         exited_at: float | None = None if self.returncode is None else time.monotonic()
-        for f in (self.stdout, self.stderr):
-            if f is not None:
-                fd = f.fileno()
-                os.set_blocking(fd, False)
-                poller.register(fd, select.POLLIN)
-                watched.add(fd)
-                chunks[fd] = []
-                kept[fd] = dropped[fd] = 0
-        pending = memoryview(input or b"")
-        stdin_fd = -1 if self.stdin is None or self.stdin.closed else self.stdin.fileno()
-        if stdin_fd >= 0:
-            if pending:
-                os.set_blocking(stdin_fd, False)
-                poller.register(stdin_fd, select.POLLOUT)
-                watched.add(stdin_fd)
-            else:
-                self._close_stdin()
         # Readable once the backend knows the sandbox's end (its own report, or the exit).
         exit_fd = int(getattr(self._child, "exit_fd", self._pidfd))
         if exited_at is None and (exit_fd < 0 or self.returncode is not None):
             self.poll()  # another thread saw the end meanwhile and closed that descriptor
             exited_at = time.monotonic()
-        if exited_at is None:
-            poller.register(exit_fd, select.POLLIN)
-        while watched or exited_at is None:
-            limit = deadline
-            if exited_at is not None:
-                limit = exited_at + _DRAIN_GRACE if limit is None else min(limit, exited_at + _DRAIN_GRACE)
+        while True:
+            if exited_at is not None and stdin_fd >= 0:  # nobody reads stdin any more
+                self._close_stdin()
+                stdin_fd = source = -1
+            if exited_at is not None and not any(s.reading or s.pending for s in sinks):
+                break
+            wanted: list[tuple[int, int]] = []  # (descriptor, what it is waited for)
+            if exited_at is None:
+                wanted.append((exit_fd, select.POLLIN))
+            if signals_fd >= 0:
+                wanted.append((signals_fd, select.POLLIN))
+            if stdin_fd >= 0 and pending:
+                wanted.append((stdin_fd, select.POLLOUT))
+            elif stdin_fd >= 0 and source >= 0:
+                wanted.append((source, select.POLLIN))
+            for sink in sinks:
+                if sink.pending:
+                    wanted.append((sink.to, select.POLLOUT))
+                elif sink.reading:
+                    wanted.append((sink.file.fileno(), select.POLLIN))
+            events: dict[int, int] = {}
+            for fd, event in wanted:
+                events[fd] = events.get(fd, 0) | event
+            limit = None if exited_at is not None else deadline
+            if exited_at is not None and any(s.reading for s in sinks):
+                limit = exited_at + _DRAIN_GRACE
             wait_ms = None
             if limit is not None:
                 now = time.monotonic()
                 if now >= limit:
-                    timed_out = exited_at is None
-                    break
+                    if exited_at is None:  # the deadline: kill, then drain what it wrote
+                        timed_out = True
+                        deadline = None
+                        self.kill()
+                    else:  # the grace after the end is over: stop reading, relay what is held
+                        for sink in sinks:
+                            if sink.reading:
+                                sink.reading = False
+                    continue
                 wait_ms = math.ceil((limit - now) * 1000)
-            for fd, _ in poller.poll(wait_ms):
-                if fd == exit_fd:
-                    poller.unregister(fd)
+            poller = select.poll()  # no descriptor of its own, unlike epoll
+            for fd, event in events.items():
+                poller.register(fd, event)
+            ready = poller.poll(wait_ms)
+            for fd, _ in ready:
+                if fd == exit_fd and exited_at is None:
                     self.poll()
                     exited_at = time.monotonic()
-                elif fd == stdin_fd:
+                    continue
+                if fd == signals_fd:
+                    sigs = _read_some(fd)
+                    if exited_at is None:
+                        for sig in sigs:
+                            self.send_signal(sig)
+                    elif sigs and len(ready) == 1:  # after the end, with nothing else moving:
+                        for sink in sinks:  # give up on a caller that does not read
+                            if sink.pending:
+                                sink.stop()
+                    continue
+                if fd == stdin_fd and pending:
                     try:
-                        n = os.write(fd, pending[:65536])
-                    except BrokenPipeError:
-                        n = len(pending)
+                        n = os.write(fd, pending[:_CHUNK])
+                    except BlockingIOError:
+                        n = 0
+                    except BrokenPipeError:  # the command closed its stdin
+                        n, source = len(pending), -1
                     pending = pending[n:]
-                    if not pending:
-                        poller.unregister(fd)
-                        watched.discard(fd)
+                    if not pending and source < 0:
                         self._close_stdin()
-                else:
-                    data = os.read(fd, 65536)
-                    if not data:
-                        poller.unregister(fd)
-                        watched.discard(fd)
-                        continue
-                    room = len(data) if max_output is None else max(0, max_output - kept[fd])
-                    if room:
-                        chunks[fd].append(data[:room])
-                        kept[fd] += min(room, len(data))
-                    dropped[fd] += len(data) - min(room, len(data))
-        if timed_out:
-            self.kill()
+                        stdin_fd = -1
+                    continue
+                if fd == source and not pending:
+                    try:
+                        data = os.read(fd, _CHUNK)
+                    except OSError:  # e.g. EIO from a terminal that hung up: its end
+                        data = b""
+                    if data:
+                        pending = memoryview(data)
+                    else:
+                        source = -1
+                        self._close_stdin()
+                        stdin_fd = -1
+                    continue
+                for sink in sinks:
+                    if sink.pending and fd == sink.to:
+                        try:
+                            n = os.write(fd, sink.pending[: sink.step])
+                        except BlockingIOError:
+                            n = 0
+                        except OSError:  # the caller's end is gone: the command's next write fails too
+                            sink.stop()
+                            break
+                        sink.pending = sink.pending[n:]
+                        break
+                    if sink.reading and not sink.pending and fd == sink.file.fileno():
+                        try:
+                            data = os.read(fd, _CHUNK)
+                        except BlockingIOError:
+                            break
+                        if not data:
+                            sink.reading = False
+                        elif sink.take(data) and sink.kill_past:
+                            self.kill()
+                        break
         self.wait()
         self._close_stdin()
-        streams = []
-        for f in (self.stdout, self.stderr):
-            if f is None:
-                streams.append(b"")
-                continue
-            fd = f.fileno()
-            data = b"".join(chunks[fd])
-            if dropped[fd]:
-                data += b"\n[isolation: output truncated at %d bytes; %d more bytes dropped]\n" % (
-                    kept[fd],
-                    dropped[fd],
-                )
-            streams.append(data)
-        truncated = any(dropped.values())
-        return streams[0], streams[1], timed_out, truncated
+        return timed_out
 
     def _close_stdin(self) -> None:
         if self.stdin is not None and not self.stdin.closed:
@@ -255,6 +391,8 @@ class Sandbox:
                 with contextlib.suppress(OSError):
                     f.close()
         self._close_pidfd()
+        if self._discarder is not None:  # at EOF now, unless a straggler of backend none holds the pipe
+            self._discarder.join(_DRAIN_GRACE)
         self._closed = True
         release = getattr(self._child, "release", None)
         if release is not None:
@@ -269,6 +407,38 @@ class Sandbox:
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self.close()
+
+
+def _discard(files: tuple[IO[bytes], ...]) -> None:
+    """Read and drop until every writer is gone, then close."""
+    poller = select.poll()
+    live = {f.fileno(): f for f in files}
+    for fd in live:
+        poller.register(fd, select.POLLIN)
+    while live:
+        for fd, _ in poller.poll():
+            if not os.read(fd, _CHUNK):
+                poller.unregister(fd)
+                live.pop(fd).close()
+
+
+def _read_some(fd: int) -> bytes:
+    try:
+        return os.read(fd, 512)
+    except BlockingIOError:
+        return b""
+
+
+def _captured(sinks: Sequence[_Sink], stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> tuple[bytes, bytes]:
+    """What stdout and stderr kept in memory, with a marker where the limit dropped the rest."""
+    out = []
+    for f in (stdout, stderr):
+        sink = next((s for s in sinks if s.file is f), None)
+        data = b"" if sink is None else b"".join(sink.chunks)
+        if sink is not None and sink.to < 0 and sink.dropped and not sink.kill_past:
+            data += b"\n[isolation: output truncated at %d bytes; %d more bytes dropped]\n" % (sink.kept, sink.dropped)
+        out.append(data)
+    return out[0], out[1]
 
 
 @attrs.frozen
@@ -295,8 +465,12 @@ def spawn(
 ) -> Sandbox:
     """Start `cmd` under `policy` (default: the strict baseline) and return a handle.
 
-    stdin: None (empty, /dev/null), PIPE, a descriptor or a file. stdout/stderr:
-    PIPE (default), DEVNULL, None (inherit the caller's), a descriptor or a file.
+    stdin: None (empty: EOF at once), DEVNULL (the same), PIPE, a descriptor or a
+    file. stdout/stderr: PIPE (default), DEVNULL (a pipe the runner drains), None
+    (inherit the caller's), a descriptor or a file. None, DEVNULL and PIPE are pipes
+    of the sandbox's own; a descriptor or file the caller passes (or inherits) is the
+    caller's file, which the command can fchmod/fchown/futimens wherever the sandbox's
+    user owns it on the host (docs/guide.md, "Your own files as stdio").
     `cwd` is a path inside the sandbox (default /work); for backend none, a host path.
     """
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
@@ -385,21 +559,28 @@ def _spawn(
         warn_unisolated(argv[0])
 
     parent_ends: dict[str, IO[bytes]] = {}
+    discard: list[IO[bytes]] = []
     child_fds: list[int] = []
     to_close: list[int] = []
     try:
 
         def child_end(name: str, spec: StdinArg, inherit: int) -> int:
-            if spec == PIPE:
+            if isinstance(spec, Relay):
+                raise PolicyError(f"{name}=Relay(...) is for run(); with spawn() pass PIPE and copy the data yourself")
+            if spec in (PIPE, DEVNULL) or (spec is None and name == "stdin"):
+                # Never the host's /dev/null: a sandbox whose user owns it on the host (a root
+                # caller's) could change its mode through the descriptor. An empty pipe reads as
+                # EOF; a DEVNULL output is a pipe the runner drains.
                 r, w = os.pipe2(os.O_CLOEXEC)
                 mine, theirs = (w, r) if name == "stdin" else (r, w)
-                parent_ends[name] = os.fdopen(mine, "wb" if name == "stdin" else "rb", buffering=0)
                 to_close.append(theirs)
+                if spec == PIPE:
+                    parent_ends[name] = os.fdopen(mine, "wb" if name == "stdin" else "rb", buffering=0)
+                elif name == "stdin":
+                    os.close(mine)
+                else:
+                    discard.append(os.fdopen(mine, "rb", buffering=0))
                 return theirs
-            if spec == DEVNULL or (spec is None and name == "stdin"):
-                fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                to_close.append(fd)
-                return fd
             if spec is None:
                 return inherit
             return _fd_of(spec)
@@ -407,7 +588,7 @@ def _spawn(
         child_fds = [child_end("stdin", stdin, 0), child_end("stdout", stdout, 1), child_end("stderr", stderr, 2)]
         launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
     except BaseException as exc:
-        for f in parent_ends.values():
+        for f in (*parent_ends.values(), *discard):
             f.close()
         if isinstance(exc, OSError):  # the caller ran out of descriptors or processes
             raise _setup_error(exc) from exc
@@ -418,11 +599,11 @@ def _spawn(
     if unenforceable:
         launched = attrs.evolve(launched, missing=(*launched.missing, *(f"limit:{n}" for n in unenforceable)))
     try:
-        return Sandbox(argv, backend.name, launched, parent_ends)
+        return Sandbox(argv, backend.name, launched, parent_ends, discard)
     except BaseException as exc:
         launched.child.kill()
         launched.child.wait()
-        for f in parent_ends.values():
+        for f in (*parent_ends.values(), *discard):
             f.close()
         if isinstance(exc, OSError):
             raise _setup_error(exc) from exc
@@ -438,11 +619,13 @@ def _setup_error(exc: OSError) -> SandboxSetupError:
     )
 
 
-def _stdin_for_run(stdin: bytes | str | StdinArg) -> tuple[StdinArg, bytes | None]:
+def _stdin_for_run(stdin: bytes | str | StdinArg | Relay) -> tuple[StdinArg, bytes | Relay | None]:
     if isinstance(stdin, str):
         return PIPE, stdin.encode()
     if isinstance(stdin, bytes | bytearray | memoryview):
         return PIPE, bytes(stdin)
+    if isinstance(stdin, Relay):
+        return PIPE, stdin
     return stdin, None
 
 
@@ -451,20 +634,23 @@ def run(
     policy: IsolationPolicy | None = None,
     *,
     backend: str | None = "auto",
-    stdin: bytes | str | StdinArg = None,
+    stdin: bytes | str | StdinArg | Relay = None,
     timeout: float | None = None,
     cwd: str | None = None,
     enforcement: Enforcement = "strict",
     unsafe_no_isolation: bool = False,
     require_isolation: bool | None = None,
-    stdout: OutArg = PIPE,
-    stderr: OutArg = PIPE,
+    stdout: OutArg | Relay = PIPE,
+    stderr: OutArg | Relay = PIPE,
 ) -> RunResult:
     """Run `cmd` under `policy` and wait for it; output is captured unless redirected.
 
-    Raises IsolationError (nothing ran) when the policy is invalid or cannot be
-    enforced. A timeout kills the whole sandbox; the result's outcome is then
-    ``timeout``.
+    stdin: None (empty), bytes/str, or `Relay(fd)`; stdout/stderr: PIPE (captured,
+    at most `limits.max_output` bytes each) or `Relay(fd)` (relayed live under the
+    same bound). Passing a descriptor or file of your own instead hands it to the
+    command: see `spawn`. Raises IsolationError (nothing ran) when the policy is
+    invalid or cannot be enforced. A timeout kills the whole sandbox; the result's
+    outcome is then ``timeout``.
     """
     opts = _Options(backend, cwd, enforcement, unsafe_no_isolation, require_isolation)
     return _run(tuple(cmd), policy or IsolationPolicy(), opts, stdin, timeout, stdout, stderr)
@@ -474,26 +660,46 @@ def _run(
     argv: tuple[str, ...],
     policy: IsolationPolicy,
     opts: _Options,
-    stdin: bytes | str | StdinArg,
+    stdin: bytes | str | StdinArg | Relay,
     timeout: float | None,
-    stdout: OutArg,
-    stderr: OutArg,
-    started: _Started | None = None,
+    stdout: OutArg | Relay,
+    stderr: OutArg | Relay,
+    started: Callable[[Sandbox], None] | None = None,
+    *,
+    reply_limit: int | None = None,
+    signals_fd: int = -1,
+    truncated_streams: list[tuple[str, int, int]] | None = None,
 ) -> RunResult:
-    spec, data = _stdin_for_run(stdin)
+    """`run`, plus what the CLI and the stage executor need: `started` is called with the
+    sandbox once it runs; past `reply_limit` bytes of stdout the sandbox is killed (stdout
+    then holds reply_limit + 1 bytes, no marker); signals on `signals_fd` (a set_wakeup_fd
+    pipe) go to the command; each stream the limit cut is appended to `truncated_streams`
+    as (name, kept, dropped)."""
+    spec, feed = _stdin_for_run(stdin)
     start = time.monotonic()
     timeout = _effective_timeout(timeout, policy)
-    with _spawn(argv, policy, opts, spec, stdout, stderr) as sb:
+    out_spec = PIPE if isinstance(stdout, Relay) else stdout
+    err_spec = PIPE if isinstance(stderr, Relay) else stderr
+    with _spawn(argv, policy, opts, spec, out_spec, err_spec) as sb:
         defer = getattr(sb._child, "defer_release", None)
         if defer is not None:  # what the backend does after the end waits for the result (see close)
             defer()
         if started is not None:
-            started.set(sb)
-        out, err, timed_out, truncated = sb._collect(
-            data, None if timeout is None else start + timeout, policy.limits.max_output
-        )
-        sb.wait()
-        return _result(sb, out, err, timed_out, truncated, start, policy)
+            started(sb)
+        sinks = []
+        for name, f, target in (("stdout", sb.stdout, stdout), ("stderr", sb.stderr, stderr)):
+            if f is None:
+                continue
+            sink = _Sink(name, f, policy.limits.max_output, to=target.fd if isinstance(target, Relay) else -1)
+            if name == "stdout" and reply_limit is not None:
+                sink.limit, sink.kill_past = reply_limit + 1, True
+            sinks.append(sink)
+        timed_out = sb._pump(feed, sinks, None if timeout is None else start + timeout, signals_fd)
+        out, err = _captured(sinks, sb.stdout, sb.stderr)
+        cut = [s for s in sinks if s.dropped and not s.kill_past]
+        if truncated_streams is not None:
+            truncated_streams += [(s.name, s.kept, s.dropped) for s in cut]
+        return _result(sb, out, err, timed_out, bool(cut), start, policy)
 
 
 def _effective_timeout(timeout: float | None, policy: IsolationPolicy) -> float | None:
@@ -591,7 +797,7 @@ async def run_async(
     policy: IsolationPolicy | None = None,
     *,
     backend: str | None = "auto",
-    stdin: bytes | str | StdinArg = None,
+    stdin: bytes | str | StdinArg | Relay = None,
     timeout: float | None = None,
     cwd: str | None = None,
     enforcement: Enforcement = "strict",
@@ -623,7 +829,7 @@ async def run_async(
     def work() -> None:
         result: RunResult | BaseException
         try:
-            result = _run(argv, pol, opts, stdin, timeout, PIPE, PIPE, started)
+            result = _run(argv, pol, opts, stdin, timeout, PIPE, PIPE, started.set)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             result = exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more

@@ -23,6 +23,13 @@ sandbox. ``json.loads`` yields only dicts, lists, strings, numbers, booleans
 and None. So stage arguments and results must be JSON data (tuples arrive as
 lists); nothing is shared in memory.
 
+A reply is bounded before it is decoded, so a hostile stage can only fail
+itself: at most `max_reply` bytes are read (default 4 MiB; past it the stage is
+killed), and it may nest at most `max_reply_depth` arrays and objects (default
+100), checked without recursion. Either way the task's result is a StageFailed
+and the other tasks' results are untouched. Decoding a reply costs the caller up
+to about 30 times its size (a reply of empty lists, the worst case).
+
 A Python stage runs ``python -I`` with the running interpreter
 (`IsolationPolicy.with_python`), the isolation package and the stage's own
 code bound read-only: its module's file, or its top-level package, never the
@@ -32,8 +39,10 @@ from outside the interpreter's prefix needs an `FsRead` effect.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +57,11 @@ from isolation.limits import Limits
 from isolation.plan import build_plan
 from isolation.policy import IsolationPolicy
 from isolation.result import RunResult
-from isolation.runner import RUNNER_LIMITS, run
+from isolation.runner import PIPE, RUNNER_LIMITS, _Options, _run
+
+# Bounds of a Python stage's reply (StageExecutor's max_reply and max_reply_depth).
+DEFAULT_MAX_REPLY = 4 << 20
+DEFAULT_MAX_REPLY_DEPTH = 100
 
 # ``python -I -c BOOT PATH...``: put the code's import roots first, then hand over to the worker.
 BOOT = "import sys; sys.path[:0] = sys.argv[1:]; from isolation._stage_worker import main; main()"
@@ -239,11 +252,23 @@ class StageExecutor:
     """
 
     def __init__(
-        self, *, max_workers: int | None = None, backend: str = "auto", enforcement: Enforcement = "strict"
+        self,
+        *,
+        max_workers: int | None = None,
+        backend: str = "auto",
+        enforcement: Enforcement = "strict",
+        max_reply: int = DEFAULT_MAX_REPLY,
+        max_reply_depth: int = DEFAULT_MAX_REPLY_DEPTH,
     ) -> None:
+        """`max_reply` bytes and `max_reply_depth` levels of nesting bound each Python stage's reply."""
+        for name, value in (("max_reply", max_reply), ("max_reply_depth", max_reply_depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise PolicyError(f"StageExecutor {name} must be a positive integer, not {value!r}")
         self.max_workers = max_workers
         self.backend = backend
         self.enforcement: Enforcement = enforcement
+        self.max_reply = max_reply
+        self.max_reply_depth = max_reply_depth
 
     def _backend(self) -> Backend:
         backend = resolve_backend(self.backend).backend
@@ -295,9 +320,11 @@ class StageExecutor:
 
     def _run_one(self, p: _Prepared, backend: str) -> StageResult:
         st = p.task.stage
+        python = isinstance(st, PythonStage)
+        opts = _Options(backend, None, self.enforcement)
         try:
-            res = run(
-                p.argv, p.policy, backend=backend, stdin=p.stdin, timeout=st.timeout, enforcement=self.enforcement
+            res = _run(
+                p.argv, p.policy, opts, p.stdin, st.timeout, PIPE, PIPE, reply_limit=self.max_reply if python else None
             )
         except IsolationError as exc:
             return StageResult(st.name, None, None, exc)
@@ -308,7 +335,7 @@ class StageExecutor:
         if isinstance(st, CommandStage):
             error = None if res.returncode == 0 else _failed(st.name, f"exited with status {res.returncode}", res)
             return StageResult(st.name, res, res, error)
-        return _python_result(st.name, res)
+        return _python_result(st.name, res, self.max_reply, self.max_reply_depth)
 
 
 def _failed(name: str, why: str, res: RunResult) -> StageFailed:
@@ -316,11 +343,19 @@ def _failed(name: str, why: str, res: RunResult) -> StageFailed:
     return StageFailed(f"stage {name!r} {why}" + (f"; stderr ends: {tail}" if tail else ""), stage=name, result=res)
 
 
-def _python_result(name: str, res: RunResult) -> StageResult:
-    """Decode the worker's reply: JSON only, every field treated as untrusted text or data."""
+def _python_result(name: str, res: RunResult, max_reply: int, max_depth: int) -> StageResult:
+    """Decode the worker's reply: JSON only, bounded in size and depth, every field treated
+    as untrusted text or data."""
+    if len(res.stdout) > max_reply:  # the runner killed it past the bound
+        why = f"sent a reply larger than {max_reply} bytes (StageExecutor max_reply); it was killed"
+        return StageResult(name, None, res, _failed(name, why, res))
+    depth = json_depth(res.stdout)
+    if depth > max_depth:
+        why = f"sent a reply nested {depth} levels deep, more than {max_depth} (StageExecutor max_reply_depth)"
+        return StageResult(name, None, res, _failed(name, why, res))
     try:
         doc = json.loads(res.stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("ok"), bool):
         return StageResult(name, None, res, _failed(name, f"gave no valid reply (exit status {res.returncode})", res))
@@ -333,6 +368,25 @@ def _python_result(name: str, res: RunResult) -> StageResult:
         stage=name, error_type=error_type, error_message=message, traceback=tb, result=res,
     )  # fmt: skip
     return StageResult(name, None, res, error)
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+# Opening brackets become 1, closing ones -1 (as signed bytes); everything else is deleted.
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[{]}")
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply `data` nests arrays and objects, found without recursion and in linear
+    time (regular expressions without backtracking, then a running sum).
+
+    Escapes go first, then strings, so no bracket inside a string counts. On input that
+    is not JSON the count may be too high, never lower than the depth json.loads reaches
+    before it fails: the two agree on every string up to that point.
+    """
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", data)).translate(_BRACKETS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(brackets).cast("b")), default=0)
 
 
 __all__ = [

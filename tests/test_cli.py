@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -178,3 +179,101 @@ def test_a_profile_naming_the_removed_nested_sandbox_extension_is_refused(tmp_pa
     assert "'nested-sandbox' was removed" in r.stderr and "Landlock" in r.stderr
     control = cli("plan", "--profile-file", os.path.join(str(tmp_path), "ok.toml"), "--profile", "ok", "--", "true")
     assert control.returncode == 0, control.stderr
+
+
+def test_max_output_is_enforced_when_streaming(backend: str) -> None:
+    """--max-output without --json: what run() keeps passes, the rest is dropped, a notice says so (A.7)."""
+    script = "head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2; exit 3"
+    run = [sys.executable, "-m", "isolation", "run", "--backend", backend]
+    r = subprocess.run([*run, "--max-output", "1M", "--", "sh", "-c", script], capture_output=True, timeout=120)
+    assert r.returncode == 3
+    assert r.stdout == b"\0" * (1 << 20)
+    assert r.stderr.startswith(b"\0" * (1 << 20))
+    notices = r.stderr[1 << 20 :].decode()
+    drop = 3000000 - (1 << 20)
+    assert notices == (
+        f"isolation: stdout truncated at 1048576 bytes (--max-output); {drop} more bytes dropped\n"
+        f"isolation: stderr truncated at 1048576 bytes (--max-output); {drop} more bytes dropped\n"
+    )
+    # The same limit with --json: the same bytes kept, the limit reported.
+    doc = json.loads(cli("run", "--json", "--backend", backend, "--max-output", "1M", "--", "sh", "-c", script).stdout)
+    assert doc["stdout"].startswith("\0" * (1 << 20)) and doc["output_truncated"]
+    assert doc["limits_hit"] == ["max_output"]
+    assert doc["outcome"] == "exited" and doc["returncode"] == 3
+    # Control: under the default bound (64M) all of it passes.
+    r = subprocess.run([*run, "--", "sh", "-c", script], capture_output=True, timeout=120)
+    assert (r.returncode, len(r.stdout), len(r.stderr)) == (3, 3000000, 3000000)
+
+
+def test_streaming_is_live_and_ctrl_c_reaches_the_command(backend: str) -> None:
+    script = 'trap "echo got INT; exit 42" INT; echo ready; while :; do sleep 0.1; done'
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--", "sh", "-c", script],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"ready\n"  # relayed while the command still runs
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    if backend == "native":
+        assert (proc.returncode, rest, err) == (42, b"got INT\n", b"")
+    else:  # the signal reaches bubblewrap, which dies of it and takes the sandbox along (as before issue 11)
+        assert (proc.returncode, rest, err) == (128 + signal.SIGINT, b"", b"")
+
+
+def test_relayed_stdin_does_not_hold_up_the_end(backend: str) -> None:
+    """The caller's stdin is relayed until the command ends, not until the caller closes it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--", "sh", "-c", "read line; echo $line"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"first\n"
+        assert proc.wait(timeout=120) == 0  # stdin is still open
+    finally:
+        proc.kill()
+        proc.stdin.close()
+
+
+def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -> None:
+    """Once the command has ended, Ctrl-C stops relaying output nobody reads, instead of waiting forever."""
+    import time
+    import uuid
+
+    from procs import processes_with
+
+    marker = f"marker-{uuid.uuid4().hex}"
+    r, w = os.pipe()  # never read: 64 KiB fill it, the rest waits in the CLI and its pipe from the sandbox
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--",
+         "sh", "-c", "head -c 100000 /dev/zero; exit 0", marker],
+        stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(w)
+    try:
+        deadline = time.monotonic() + 60
+        while processes_with(marker) != [proc.pid] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == [proc.pid], "the command never ended"
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)  # control: the CLI is stuck on the pipe
+        for _ in range(60):  # the first one may still reach the command's end as a forwarded signal
+            proc.send_signal(signal.SIGINT)
+            try:
+                status = proc.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            pytest.fail("Ctrl-C did not end a CLI stuck on a reader after the command ended")
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
+    assert status == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -321,3 +322,119 @@ def test_communicate_after_another_path_saw_the_end(backend: str) -> None:
             time.sleep(0.01)
         out, _ = sb.communicate(timeout=10)
     assert out == b"out\n" and sb.returncode == 0
+
+
+def _slow_end(monkeypatch: pytest.MonkeyPatch, backend: str, act: object) -> str:
+    """Patch the slow step of a sandbox's end to call `act(where)` first: the pids cgroup's
+    removal where the run uses one (a root caller with max_pids), else native's layout
+    cleanup (every native end runs it). Returns what was patched ("" if nothing: bwrap,
+    unprivileged, has no such step)."""
+    from isolation.cgroups import PidsCgroup
+
+    if os.geteuid() == 0 and "limit:max_pids=50:cgroup-v1" in _claims(backend):
+        real_remove = PidsCgroup.remove
+
+        def remove(self: PidsCgroup, attempts: int = 200) -> bool:
+            act(self.path)  # type: ignore[operator]
+            return real_remove(self, attempts)
+
+        monkeypatch.setattr(PidsCgroup, "remove", remove)
+        return "cgroup"
+    if backend == "native":
+        real_cleanup = native._Layout.cleanup
+
+        def cleanup(self: native._Layout) -> None:
+            act("layout")  # type: ignore[operator]
+            real_cleanup(self)
+
+        monkeypatch.setattr(native._Layout, "cleanup", cleanup)
+        return "layout"
+    return ""
+
+
+def test_poll_does_not_wait_for_a_slow_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """poll() returns while another caller is still removing the sandbox's cgroup (C.16).
+
+    Root lane: the removal of the pids cgroup is held up; unprivileged lane (no cgroup):
+    the layout cleanup, the same step of the end."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    where: list[str] = []
+
+    def hold(path: str) -> None:
+        where.append(path)
+        entered.set()
+        release.wait(60)
+
+    assert _slow_end(monkeypatch, "native", hold)
+    sb = isolation.spawn(["sh", "-c", "exit 3"], IsolationPolicy(limits=Limits(max_pids=50)), backend="native")
+    ended: list[int] = []
+
+    def waiter() -> None:
+        ended.append(sb.wait())
+        finished.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    try:
+        assert entered.wait(60), "the sandbox never ended"
+        polled = sb._child.poll()  # what a SIGINT handler's Sandbox.send_signal does first
+        sb.send_signal(signal.SIGINT)
+        held = not finished.is_set() and not release.is_set()
+    finally:
+        release.set()
+        t.join()
+    assert polled == 3 and held  # returned while the removal was still held up
+    assert ended == [3]
+    if where[0] != "layout":
+        assert not os.path.exists(where[0])  # and the cgroup was removed all the same
+    sb.close()
+
+
+CTRL_C_WHILE_SETTLING = """
+import json, os, signal, sys
+from isolation import cli
+from isolation.backends import native
+from isolation.cgroups import PidsCgroup
+
+where, backend = sys.argv[1], sys.argv[2]
+seen = []
+
+def interrupt(path):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the end is being settled
+    seen.append(path)
+
+if where == "cgroup":
+    real_remove = PidsCgroup.remove
+    def remove(self, attempts=200):
+        interrupt(self.path)
+        return real_remove(self, attempts)
+    PidsCgroup.remove = remove
+else:
+    real_cleanup = native._Layout.cleanup
+    def cleanup(self):
+        interrupt("layout")
+        real_cleanup(self)
+    native._Layout.cleanup = cleanup
+status = cli.main(["run", "--backend", backend, "--max-pids", "50", "--", "sh", "-c", "echo out; exit 3"])
+print(json.dumps({"status": status, "seen": seen}))
+"""
+
+
+def test_ctrl_c_while_the_end_settles_does_not_deadlock_the_cli(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's SIGINT path while its main thread removes the cgroup (C.16): a handler that
+    polled the sandbox waited for the lock the interrupted code held, forever. The CLI runs
+    in a subprocess that slows its own removal (a deadlock is then a timeout, not a hang)."""
+    where = _slow_end(monkeypatch, backend, lambda _: None)
+    if not where:
+        pytest.skip("bwrap without a pids cgroup (unprivileged lane) has no slow step at its end to interrupt")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    r = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_SETTLING, where, backend],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out, report = r.stdout.rsplit("\n", 2)[:2] if r.stdout.count("\n") >= 2 else ("", r.stdout)
+    doc = json.loads(report)
+    assert out == "out" and doc["status"] == 3 and len(doc["seen"]) == 1
+    if where == "cgroup":
+        assert not os.path.exists(doc["seen"][0])

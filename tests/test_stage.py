@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -156,3 +159,46 @@ def test_a_limit_the_backend_cannot_enforce_refuses_the_pipeline(backend: str, t
     assert not marker.exists()
     [r] = isolation.StageExecutor(backend=backend, enforcement="best_effort").run([limited(0)])
     assert r.ok and r.run is not None and f"limit:{missing[0]}" in r.run.missing
+
+
+def test_a_hostile_reply_fails_only_its_own_stage(backend: str) -> None:
+    """Too deep or too large, a reply is a StageFailed of its stage; the others' results stand (A.8)."""
+    import stage_hostile as sh
+
+    ex = isolation.StageExecutor(backend=backend, max_workers=4, max_reply=1 << 20, max_reply_depth=50)
+    deep, big, good, within = ex.run([sh.deep(100_000), sh.huge(16), sf.describe(1, [2], label="x"), sh.deep(49)])
+    assert isinstance(deep.error, StageFailed) and "nested 100001 levels deep, more than 50" in str(deep.error)
+    assert isinstance(big.error, StageFailed) and "larger than 1048576 bytes" in str(big.error)
+    assert big.run is not None and len(big.run.stdout) == (1 << 20) + 1  # no more was kept
+    assert good.ok and good.value["sum"] == 3
+    # Controls: at the bounds a reply is accepted (the reply object itself is one level).
+    assert within.ok and within.value == json.loads("[" * 49 + "]" * 49)
+    [small] = ex.run([sh.huge(0)])
+    assert small.ok and small.value == [[]]
+    with pytest.raises(PolicyError, match="max_reply_depth must be a positive integer"):
+        isolation.StageExecutor(max_reply_depth=0)
+
+
+MEASURE_RSS = """
+import json, resource, sys
+import isolation, stage_funcs as sf, stage_hostile as sh
+ex = isolation.StageExecutor(backend=sys.argv[1], max_reply=1 << 20)
+assert ex.run([sf.snooze(0), sh.huge(0)])[1].ok  # warm-up: every module, thread and buffer used once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+[r] = ex.run([sh.huge(int(sys.argv[2]))])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth": (after - before) * 1024, "error": str(r.error)}))
+"""
+
+
+def test_a_huge_reply_costs_the_caller_about_its_bound(backend: str) -> None:
+    """The caller's peak RSS grows by a small multiple of max_reply, whatever the stage sends."""
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])}
+    r = subprocess.run(
+        [sys.executable, "-c", MEASURE_RSS, backend, "64"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert "larger than 1048576 bytes" in doc["error"]
+    assert doc["growth"] < 16 << 20, doc  # 64 MiB sent; decoding it would have cost ~1.5 GiB

@@ -229,7 +229,14 @@ def settle() -> None:
 
 
 class NativeChild:
-    """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status."""
+    """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status.
+
+    Two steps end it. Reaping (`_reap`, under `_lock`) is quick: read the report or
+    wait4 init. Settling (`_settle`, under no lock) is what follows and may be slow:
+    a pids cgroup's removal is retried while the kernel still detaches the dead
+    tasks. `poll()` never blocks on either: a CLI's SIGINT handler may call it while
+    the main thread it interrupted is in the middle of both.
+    """
 
     def __init__(
         self,
@@ -252,9 +259,11 @@ class NativeChild:
         self._group = group  # no pid namespace: the command leads its own process group
         self._cleanup = cleanup
         self._usage: Usage | None = None
-        self._pidfd = os.pidfd_open(pid)
         self._lock = threading.Lock()
+        self._unsettled = False  # reaped, and nobody has claimed what follows yet
+        self._settled = threading.Event()  # what follows the end is done
         self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
         # With a pid namespace, init reports once the sandbox is empty and is reaped in the
         # background; with a cgroup to remove, its exit is waited for (it is still in it).
         self._early = not group and cgroup is None and status_fd >= 0
@@ -277,7 +286,8 @@ class NativeChild:
         except BlockingIOError:
             return None
 
-    def _finish(self, status: int, reaped: bool) -> int:
+    def _record(self, status: int, reaped: bool) -> None:
+        """Under _lock: the end is known; close its descriptors, leave the rest to _settle."""
         self.returncode = os.waitstatus_to_exitcode(status)
         if self._status_fd >= 0:
             os.close(self._status_fd)
@@ -286,18 +296,28 @@ class NativeChild:
         self._pidfd = -1
         if not reaped:
             self._to_reap = self._pid
-        if self._group:  # what the command left in its process group goes with it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._pid, signal.SIGKILL)
-        if self._cleanup is not None:
-            self._cleanup.cleanup()
-        cgroup, self._cgroup = self._cgroup, None
-        if cgroup is not None:  # init has exited: the kernel has killed the rest
-            self._refused_forks = cgroup.refused_forks()
-            cgroup.remove()
+        self._unsettled = True
+
+    def _settle(self) -> None:
+        """What follows the end, by whichever caller claims it first; never under _lock."""
+        with self._lock:
+            mine, self._unsettled = self._unsettled, False
+        if not mine:
+            return
+        try:
+            if self._group:  # what the command left in its process group goes with it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._pid, signal.SIGKILL)
+            if self._cleanup is not None:
+                self._cleanup.cleanup()
+            cgroup, self._cgroup = self._cgroup, None
+            if cgroup is not None:  # init has exited: the kernel has killed the rest
+                self._refused_forks = cgroup.refused_forks()
+                cgroup.remove()
+        finally:
+            self._settled.set()
         if not self._deferred:
             self.release()
-        return self.returncode
 
     def defer_release(self) -> None:
         """Hold what follows the end (handing init to the reaper, telling the pool of
@@ -307,9 +327,11 @@ class NativeChild:
 
     def release(self) -> None:
         """Run what follows the end, once it has come; idempotent."""
-        with self._release_lock:  # not _lock: _finish runs under it
-            if self.returncode is None:
-                return
+        if self.returncode is None:
+            return
+        self._settle()
+        self._settled.wait()
+        with self._release_lock:
             pid, self._to_reap = self._to_reap, -1
             on_end, self._on_end = self._on_end, None
         if pid > 0:
@@ -319,30 +341,47 @@ class NativeChild:
 
     def limits_hit(self) -> tuple[str, ...]:
         """Limits the sandbox ran into that only the backend can see (once it has ended)."""
+        if self.returncode is None:
+            return ()
+        self._settled.wait()
         return ("max_pids",) if self._refused_forks else ()
 
-    def _reap(self) -> int | None:
+    def _reap(self, *, block: bool = True) -> int | None:
         # One reaper at a time: the runner's output thread and a caller's wait() may race.
-        with self._lock:
-            if self.returncode is not None:
-                return self.returncode
-            if self._early:
-                report = self._read_report()
-                if report is None:
-                    return None
-                if len(report) == REPORT.size:  # the sandbox is empty; init's exit is left to the reaper
-                    status = self._take_report(report)
-                    return self._finish(status, reaped=os.wait4(self._pid, os.WNOHANG)[0] == self._pid)
-                self._early = False  # init ended without a report (killed): wait for its exit
-            pid, status, ru = os.wait4(self._pid, os.WNOHANG)
-            if pid != self._pid:
+        # Without `block`, a busy lock means "not known yet" (another thread, or the code
+        # this signal handler interrupted, is reaping), as Popen.poll does.
+        if not self._lock.acquire(blocking=block):
+            return None
+        try:
+            if self.returncode is None and not self._ended():
                 return None
-            report = self._read_report() if self._status_fd >= 0 else None
-            if report is not None and len(report) == REPORT.size:
+            rc = self.returncode
+        finally:
+            self._lock.release()
+        self._settle()
+        return rc
+
+    def _ended(self) -> bool:
+        """Under _lock: whether the sandbox has ended (then recorded)."""
+        if self._early:
+            report = self._read_report()
+            if report is None:
+                return False
+            if len(report) == REPORT.size:  # the sandbox is empty; init's exit is left to the reaper
                 status = self._take_report(report)
-            else:  # no report: the rusage of our child (the command, or an init killed early)
-                self._usage = Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
-            return self._finish(status, reaped=True)
+                self._record(status, reaped=os.wait4(self._pid, os.WNOHANG)[0] == self._pid)
+                return True
+            self._early = False  # init ended without a report (killed): wait for its exit
+        pid, status, ru = os.wait4(self._pid, os.WNOHANG)
+        if pid != self._pid:
+            return False
+        report = self._read_report() if self._status_fd >= 0 else None
+        if report is not None and len(report) == REPORT.size:
+            status = self._take_report(report)
+        else:  # no report: the rusage of our child (the command, or an init killed early)
+            self._usage = Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
+        self._record(status, reaped=True)
+        return True
 
     def _take_report(self, report: bytes) -> int:
         status, _, utime, stime, maxrss = REPORT.unpack(report)
@@ -350,7 +389,8 @@ class NativeChild:
         return int(status)
 
     def poll(self) -> int | None:
-        return self._reap()
+        """The exit status, or None while it runs or while another caller is reaping it; never blocks."""
+        return self._reap(block=False)
 
     def usage(self) -> Usage | None:
         """CPU time and peak RSS of every process of the sandbox, as isolation-init
@@ -374,6 +414,7 @@ class NativeChild:
                 p.poll(None if remaining is None else remaining * 1000)
             finally:
                 os.close(fd)
+        self._settled.wait()  # another caller may still be settling it
         return rc
 
     def send_signal(self, sig: int) -> None:
