@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -252,12 +253,16 @@ def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -
     r, w = os.pipe()  # never read: 64 KiB fill it, the rest waits in the CLI and its pipe from the sandbox
     proc = subprocess.Popen(
         [sys.executable, "-m", "isolation", "run", "--backend", backend, "--",
-         "sh", "-c", "head -c 100000 /dev/zero; exit 0", marker],
+         "sh", "-c", "echo started >&2; head -c 100000 /dev/zero; exit 0", marker],
         stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
     )  # fmt: skip
     os.close(w)
     try:
         deadline = time.monotonic() + 60
+        # First the command must have started (it says so on stderr, relayed live), then ended.
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready and proc.stderr.readline() == b"started\n", "the command never started"
         while processes_with(marker) != [proc.pid] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert processes_with(marker) == [proc.pid], "the command never ended"
