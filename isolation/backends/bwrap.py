@@ -13,6 +13,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -44,19 +45,32 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 
 
-def _sweep_dev_copies(base: str) -> None:
-    """Remove copies left by callers that died before cleaning up (SIGKILL)."""
+def _sweep_dead_owners(base: str, kind: str) -> None:
+    """Remove `isolation-<kind>-<pid>-*` directories in `base` whose owning process
+    is gone: left by callers that died without atexit (SIGKILL, os._exit, fork-pool
+    workers). Only our own directories, never a symlink, never a live owner's."""
+    pattern = re.compile(rf"isolation-{kind}-(\d+)-\w+")
+    uid = os.geteuid()
     with contextlib.suppress(OSError):
         for entry in os.listdir(base):
-            m = re.fullmatch(r"isolation-dev-(\d+)-\w+", entry)
+            m = pattern.fullmatch(entry)
             if m is None:
                 continue
+            path = os.path.join(base, entry)
             try:
+                st = os.lstat(path)
+                if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
+                    continue
                 os.kill(int(m.group(1)), 0)
             except ProcessLookupError:
-                shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
-            except PermissionError:
+                shutil.rmtree(path, ignore_errors=True)
+            except OSError:  # another user's live process (EPERM), or gone meanwhile
                 pass
+
+
+def _sweep_dev_copies(base: str) -> None:
+    """Remove device-node copies left by callers that died before cleaning up."""
+    _sweep_dead_owners(base, "dev")
 
 
 def make_dev_copies() -> str:
@@ -128,17 +142,33 @@ def bwrap_version(bwrap: str) -> tuple[int, ...]:
     return tuple(int(x) for x in m.groups(default="0")) if m else ()
 
 
-_data_dir: str | None = None
+# The per-process directory of `_data_file`s and the pid that made it: a forked
+# child makes its own (its parent may remove the inherited one at exit).
+_data_dir: tuple[int, str] | None = None
+
+
+def _data_dir_path() -> str:
+    """This process's data directory, created on first use; leftovers of dead callers are swept then."""
+    global _data_dir
+    pid = os.getpid()
+    if _data_dir is None or _data_dir[0] != pid:
+        base = tempfile.gettempdir()
+        _sweep_dead_owners(base, "data")
+        path = tempfile.mkdtemp(prefix=f"isolation-data-{pid}-", dir=base)
+        _data_dir = (pid, path)
+        atexit.register(_remove_data_dir, pid, path)
+    return _data_dir[1]
+
+
+def _remove_data_dir(pid: int, path: str) -> None:
+    if os.getpid() == pid:  # atexit handlers are inherited by forked children
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _data_file(content: bytes) -> str:
     """A read-only file holding `content`, for `--ro-bind` (content-addressed, per process)."""
-    global _data_dir
     with _lock:
-        if _data_dir is None:
-            _data_dir = tempfile.mkdtemp(prefix="isolation-data-")
-            atexit.register(shutil.rmtree, _data_dir, True)
-        path = os.path.join(_data_dir, hashlib.sha256(content).hexdigest()[:32])
+        path = os.path.join(_data_dir_path(), hashlib.sha256(content).hexdigest()[:32])
         if not os.path.exists(path):
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
