@@ -488,7 +488,8 @@ class BwrapChild(PopenChild):
 
     def close(self) -> None:
         """Release bubblewrap's stderr pipe (once the sandbox has ended and any error was read)."""
-        fd, self._bwrap_stderr = self._bwrap_stderr, -1
+        with self._init_lock:  # poll() and wait() may race here from two threads
+            fd, self._bwrap_stderr = self._bwrap_stderr, -1
         if fd >= 0:
             os.close(fd)
 
@@ -702,6 +703,8 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             return Availability(False, f"bubblewrap not found; {INSTALL_HINT}")
+        if not is_executable_file(EXEC_PROGRAM):
+            return Availability(False, f"{EXEC_PROGRAM} is missing; reinstall isolation")
         ok, why = userns_status()
         if not ok:
             return Availability(False, f"bubblewrap needs unprivileged user namespaces: {why}")
