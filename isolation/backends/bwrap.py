@@ -189,12 +189,14 @@ EXEC_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 @attrs.frozen
 class ExecReport:
-    """Descriptors (as numbered inside bubblewrap) for `_isolation_exec`: the write end
-    of the report pipe, the command's real stderr, and the program itself."""
+    """What `_isolation_exec` is given: descriptors (as numbered inside bubblewrap) of
+    the report pipe's write end, the command's real stderr and the program itself,
+    and the command's path inside the sandbox (it executes that path, no search)."""
 
     report_fd: int
     stderr_fd: int
     self_fd: int
+    path: str
 
 
 def plan_to_bwrap_args(
@@ -258,7 +260,8 @@ def plan_to_bwrap_args(
         args += ["--", *plan.argv]
     else:
         r = exec_report
-        args += ["--", f"/proc/self/fd/{r.self_fd}", str(r.report_fd), str(r.stderr_fd), str(r.self_fd), *plan.argv]
+        fds = (str(r.report_fd), str(r.stderr_fd), str(r.self_fd))
+        args += ["--", f"/proc/self/fd/{r.self_fd}", *fds, r.path, *plan.argv]
     return args
 
 
@@ -752,7 +755,8 @@ class BwrapBackend:
             child_ends.append(err_w)  # becomes bubblewrap's fd 2, nothing else
             child_ends.append(fcntl.fcntl(stdio.stderr, fcntl.F_DUPFD_CLOEXEC, 3))
             child_ends.append(os.open(EXEC_PROGRAM, os.O_RDONLY | os.O_CLOEXEC))
-            report = ExecReport(report_w, child_ends[-2], child_ends[-1])
+            found = plan.executable or plan.find_executable(plan.argv[0])
+            report = ExecReport(report_w, child_ends[-2], child_ends[-1], found[0] if found else plan.argv[0])
             if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
                 dev_copies = make_dev_copies()
             args = plan_to_bwrap_args(
