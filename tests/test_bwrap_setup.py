@@ -24,8 +24,13 @@ import pytest
 import isolation
 from isolation import Bind, IsolationPolicy, SandboxSetupError
 from isolation.backends.bwrap import find_bwrap
+from isolation.limits import Limits
 
-pytestmark = [pytest.mark.security, pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")]
+pytestmark = [
+    pytest.mark.security,
+    pytest.mark.usefixtures("no_leaks"),  # a failed start leaves no process, descriptor or cgroup
+    pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed"),
+]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,16 +145,19 @@ def test_the_cli_exits_125_with_one_line_and_the_command_never_runs(tmp_path: Pa
     assert (ok.returncode, ok.stdout) == (0, "ran\n"), ok
 
 
-def test_a_bind_bwrap_cannot_mount_is_a_setup_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limits", [Limits(), Limits(max_open_files=64, max_pids=50)], ids=["plain", "with-limits"])
+def test_a_bind_bwrap_cannot_mount_is_a_setup_error(tmp_path: Path, limits: Limits) -> None:
+    """With limits, bubblewrap blocks for them after its mounts: the failure comes first."""
     src = tmp_path / "f"
     src.write_text("content")
     # /usr is bound read-only before the policy's binds: bubblewrap cannot create the mount point.
+    bad = IsolationPolicy(ro_binds=[Bind(str(src), "/usr/isolation-t")], limits=limits)
     with pytest.raises(SandboxSetupError, match=r"the command did not run: Can't create file at /usr/isolation-t") as e:
-        isolation.run(["true"], IsolationPolicy(ro_binds=[Bind(str(src), "/usr/isolation-t")]), backend="bwrap")
+        isolation.run(["true"], bad, backend="bwrap")
     assert (e.value.path, e.value.errno) == ("/usr/isolation-t", errno.EROFS)
     # Control: the same bind at a target bubblewrap can create.
-    r = isolation.run(["cat", "/srv/isolation-t"], IsolationPolicy(ro_binds=[Bind(str(src), "/srv/isolation-t")]),
-                      backend="bwrap")  # fmt: skip
+    good = IsolationPolicy(ro_binds=[Bind(str(src), "/srv/isolation-t")], limits=limits)
+    r = isolation.run(["cat", "/srv/isolation-t"], good, backend="bwrap")
     assert (r.returncode, r.stdout) == (0, b"content")
 
 
