@@ -689,7 +689,10 @@ def _start(
             _apply_rlimits(init_pid, settings)
             if cgroup is not None:
                 _join_cgroup(cgroup, init_pid)
-            os.write(block_w, b"1")
+            try:
+                os.write(block_w, b"1")
+            except BrokenPipeError:  # its set-up failed meanwhile: bubblewrap's message says why
+                raise SandboxSetupError("the sandbox ended before it could start", step="block-fd") from None
     _exec_outcome(_read_to_eof(report_r, deadline, "start the command"), command)
 
 
@@ -717,6 +720,11 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
+        if not is_executable_file(EXEC_PROGRAM):
+            raise IsolationUnavailable(
+                f"the bwrap backend needs {EXEC_PROGRAM}, built with the package; reinstall isolation "
+                "(or run `setup.py build_ext --inplace` in a source tree)"
+            )
         max_pids = plan.policy.limits.max_pids
         mechanisms = sandbox_limits(plan.policy.limits)
         settings = mechanisms.rlimits
@@ -724,13 +732,6 @@ class BwrapBackend:
         if mechanisms.pids_cgroup_parent is not None and max_pids is not None:
             cgroup = PidsCgroup.create_for_sandbox(mechanisms.pids_cgroup_parent, max_pids + 1)  # + bwrap's init
         blocked = bool(settings) or cgroup is not None
-        if not is_executable_file(EXEC_PROGRAM):
-            if cgroup is not None:
-                cgroup.remove()
-            raise IsolationUnavailable(
-                f"the bwrap backend needs {EXEC_PROGRAM}, built with the package; reinstall isolation "
-                "(or run `setup.py build_ext --inplace` in a source tree)"
-            )
         child_ends: list[int] = []
         info_r = block_w = report_r = err_r = err_w = -1
         dev_copies: str | None = None
