@@ -752,7 +752,8 @@ def _namespaced_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
     if host.landlock_abi >= 1:
         unlisted = frozenset(p for p in os.environ.get(UNLISTED_ENV, "").split(",") if p)
         ruleset = landlock.ruleset_for(plan, host.landlock_abi, unlisted=unlisted)
-    return _Layout(flags, plan.mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
+    mounts = tuple(m for m in plan.mounts if m.kind != "mask")  # TEMP: until the mask renderer lands
+    return _Layout(flags, mounts, ruleset, _executable(plan)[0], plan.cwd, plan.env, tuple(enforced))
 
 
 def _host_layout(plan: SandboxPlan, host: HostFeatures) -> _Layout:
