@@ -26,7 +26,7 @@
 #define ISO_F_LANDLOCK 128
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
-#define ISO_F_PREPARED 1024 /* build the sandbox, then let its init wait on control_fd for the command */
+#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command */
 
 struct iso_mount {
     int kind;
@@ -76,7 +76,8 @@ struct iso_config {
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
     int ns_fds[3];            /* prepared user, net, ipc namespaces to join (-1: create them) */
-    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair */
+    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair (on demand,
+                                 iso_spawn makes its own and queues the command in it) */
 };
 
 struct iso_error {
@@ -100,7 +101,12 @@ struct iso_started {
     struct iso_error error;
 };
 
-/* 0: the command was executed.  -1: setup failed, `out->error` says where. */
+/* Build a sandbox and run the command in it.  With a pid namespace, the
+ * command goes to the sandbox's isolation-init through a control socket,
+ * as for a prepared sandbox (so pid 1 is isolation-init before the command
+ * exists); with ISO_F_PREPARED nothing is run: init waits on cfg->control_fd.
+ * 0: the command was executed (or, ISO_F_PREPARED, init is waiting).
+ * -1: setup failed, `out->error` says where; nothing of the sandbox is left. */
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
 
 /* Run a command in a sandbox built with ISO_F_PREPARED, through the caller's

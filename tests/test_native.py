@@ -375,11 +375,16 @@ def _wait_for(check: Callable[[], bool], bound: float = 5.0) -> bool:
 
 
 def _prepared_pids() -> list[int]:
+    """The inits of the pool's prepared sandboxes that wait as this process's children,
+    each an isolation-init named by nothing but its own name (argv)."""
+    from isolation.backends import prepared
+
+    kids = set(child_pids())
     found = []
-    for pid in child_pids():
+    for sandbox in [s for q in list(prepared.POOL._ready.values()) for s in list(q)]:
         try:
-            if b"--prepared" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
+            if sandbox.pid in kids and Path(f"/proc/{sandbox.pid}/cmdline").read_bytes() == b"isolation-init\0":
+                found.append(sandbox.pid)
         except OSError:  # ended meanwhile
             continue
     return found
@@ -453,10 +458,20 @@ def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.Mon
     py("pass")
     if mode == "prepared-sandboxes":
         assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    took: list[bool] = []
+    real_take = prepared.POOL.take
+
+    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
+        got = real_take(*args)  # type: ignore[arg-type]
+        took.append(got[0] is not None)
+        return got
+
+    monkeypatch.setattr(prepared.POOL, "take", take)
     res = isolation.run(["sh", "-c", probe], backend="native")
     lines = res.stdout.decode().splitlines()
     assert lines[:2] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], lines
-    assert ("--prepared" in lines[2]) == (mode == "prepared-sandboxes")  # control: the path it names
+    assert lines[2] == "isolation-init ", lines  # pid 1 on either path
+    assert took == [mode == "prepared-sandboxes"]  # control: the path this run took
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # control: the caller does ignore it
     native.settle()
 
