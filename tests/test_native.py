@@ -3,6 +3,7 @@ its degradation ladder; each attack has a control where the same probe succeeds.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -187,6 +188,7 @@ def test_best_effort_without_user_namespaces(tmp_path: Path, monkeypatch: pytest
     pretend(monkeypatch, "userns")
     policy = IsolationPolicy().with_read(str(readable))
     code = f"""
+import errno
 import os
 print(open('{readable}/f').read())
 for p in ('{secret}', '/etc/hostname'):
@@ -237,6 +239,7 @@ def test_setup_error_names_step_path_and_errno(tmp_path: Path) -> None:
 
 def test_mounts_are_read_only_where_the_policy_says(tmp_path: Path) -> None:
     code = """
+import errno
 import os
 for p in ('/usr', '/', '/etc/passwd', '/dev', '/proc/sys'):
     st = os.statvfs(p)
@@ -516,4 +519,76 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     os.fstat(waiting.control_fd)  # the parent's is untouched, and the sandbox still waits
     assert waiting.pid in _prepared_pids()
+    native.settle()
+
+
+# -- argv and environment as large as execve takes, on every path (issue 11 C.18) ----------
+
+COUNT_ARGS = (
+    'n=0; for a; do n=$((n+${#a})); done; '
+    'e=0; for v in 1 2 3 4; do eval "x=\\$BIG$v"; e=$((e+${#x})); done; echo $# $n $e'
+)
+
+
+def _take_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each run from now on took a prepared sandbox."""
+    from isolation.backends import prepared
+
+    took: list[bool] = []
+    real_take = prepared.POOL.take
+
+    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
+        got = real_take(*args)  # type: ignore[arg-type]
+        took.append(got[0] is not None)
+        return got
+
+    monkeypatch.setattr(prepared.POOL, "take", take)
+    return took
+
+
+def _ready_for(mode: str, policy: IsolationPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolation.backends import prepared
+
+    if mode == "on-demand":
+        monkeypatch.setenv(prepared.ENV, "0")
+        return
+    monkeypatch.delenv(prepared.ENV, raising=False)
+    py("pass", policy)
+    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+
+
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
+def test_a_command_within_execves_limits_runs_on_every_path(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """About 1 MiB of argv and environment (each string under execve's 128 KiB): far over
+    the 64 KiB a prepared sandbox's message used to take."""
+    native.settle()
+    policy = IsolationPolicy(env_allowlist=("BIG1", "BIG2", "BIG3", "BIG4"))
+    for v in range(1, 5):
+        monkeypatch.setenv(f"BIG{v}", "e" * (100 * 1024))
+    _ready_for(mode, policy, monkeypatch)
+    took = _take_spy(monkeypatch)
+    args = ["a" * (120 * 1024)] * 5 + ["b"] * 1000
+    res = isolation.run(["/bin/sh", "-c", COUNT_ARGS, "sh", *args], policy, backend="native", timeout=60)
+    assert (res.returncode, res.stderr) == (0, b""), res
+    assert res.stdout.split() == [b"1005", str(600 * 1024 + 1000).encode(), str(400 * 1024).encode()]
+    assert took == [mode == "prepared-sandboxes"]  # control: the path this run took
+    native.settle()
+
+
+@pytest.mark.parametrize("oversized", ["total", "one-string"])
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
+def test_a_command_beyond_execves_limits_fails_as_execve_does_on_every_path(
+    monkeypatch: pytest.MonkeyPatch, mode: str, oversized: str
+) -> None:
+    native.settle()
+    args = ["y" * (100 * 1024)] * 80 if oversized == "total" else ["z" * (129 * 1024)]
+    with pytest.raises(OSError) as plain:  # control: what plain subprocess says of the same argv
+        subprocess.run(["/bin/true", *args], check=False)
+    assert plain.value.errno == errno.E2BIG
+    _ready_for(mode, IsolationPolicy(), monkeypatch)
+    took = _take_spy(monkeypatch)
+    with pytest.raises(SandboxSetupError) as exc:
+        isolation.run(["/bin/true", *args], backend="native", timeout=60)
+    assert (exc.value.step, exc.value.errno) == ("execve", errno.E2BIG)
+    assert took == [mode == "prepared-sandboxes"]
     native.settle()
