@@ -47,13 +47,22 @@
  * page tables are copied; it runs on this stack, init waits meanwhile. */
 static char worker_stack[64 * 1024] __attribute__((aligned(16)));
 
+/* The message, with an inline payload (8-byte aligned for the rlimits), and
+ * argv + envp for it (every string takes a byte at least). */
+static struct {
+    struct iso_command_msg head;
+    uint64_t payload[ISO_COMMAND_INLINE / sizeof(uint64_t)];
+} message;
+static const char *inline_strings[ISO_COMMAND_INLINE + 2];
+
 static int worker_main(void *arg)
 {
     iso_exec_command((const struct iso_exec *)arg);
 }
 
-/* The payload memfd, mapped: sealed against writes, growth and shrinking, so
- * what init parses cannot change under it, nor fault. */
+/* A payload too large for the message: its memfd, mapped.  Sealed against
+ * writes, growth and shrinking, so what init parses cannot change under it,
+ * nor fault. */
 static const char *map_payload(int fd, uint64_t len)
 {
     const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
@@ -76,12 +85,11 @@ static pid_t run_command(int *status_fd)
      * survived this program's execve; the worker starts with them all SIG_DFL. */
     iso_default_handlers();
     int ruleset_fd = fcntl(4, F_GETFD) >= 0 ? 4 : -1;
-    struct iso_command_msg head;
     union {
         struct cmsghdr align;
         char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
     } control;
-    struct iovec iov = {.iov_base = &head, .iov_len = sizeof head};
+    struct iovec iov = {.iov_base = &message, .iov_len = sizeof message};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
                          .msg_controllen = sizeof control.bytes};
     ssize_t len;
@@ -100,22 +108,32 @@ static pid_t run_command(int *status_fd)
             _exit(125);
         memcpy(fds, CMSG_DATA(c), sizeof(int) * nfds);
     }
-    if (nfds < 6 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+    if (nfds < 5 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         _exit(125); /* no error pipe to report on: the caller sees this exit status */
     iso_err_fd = fds[3];
-    if (len != sizeof head || head.magic != ISO_COMMAND_MAGIC)
+    const struct iso_command_msg *head = &message.head;
+    int cgroup = head->flags & ISO_CMD_CGROUP ? 5 : -1;
+    int memfd = head->flags & ISO_CMD_MEMFD ? (cgroup >= 0 ? 6 : 5) : -1;
+    size_t payload_len = (size_t)head->payload_len;
+    if ((size_t)len < sizeof *head || head->magic != ISO_COMMAND_MAGIC ||
+        nfds != (size_t)(5 + (cgroup >= 0) + (memfd >= 0)) ||
+        (size_t)len != sizeof *head + (memfd >= 0 ? 0 : payload_len))
         iso_die("receive command", NULL, EINVAL);
-    const char *payload = map_payload(fds[5], head.payload_len);
-    size_t n_strings = iso_command_strings(payload, (size_t)head.payload_len);
-    if (n_strings == 0)
-        iso_die("receive command", NULL, EINVAL);
-    const char **strings = mmap(NULL, n_strings * sizeof *strings, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (strings == MAP_FAILED)
-        iso_die("receive command", "mmap(argv)", errno);
+    const char *payload = (const char *)message.payload;
+    const char **strings = inline_strings;
+    size_t n_strings = sizeof inline_strings / sizeof *inline_strings;
+    if (memfd >= 0) {
+        payload = map_payload(fds[memfd], head->payload_len);
+        n_strings = iso_command_strings(payload, payload_len);
+        if (n_strings == 0)
+            iso_die("receive command", NULL, EINVAL);
+        strings = mmap(NULL, n_strings * sizeof *strings, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (strings == MAP_FAILED)
+            iso_die("receive command", "mmap(argv)", errno);
+    }
     struct iso_exec e;
     memset(&e, 0, sizeof e);
-    if (iso_unpack_command(payload, (size_t)head.payload_len, &e, strings, n_strings) < 0)
+    if (iso_unpack_command(payload, payload_len, &e, strings, n_strings) < 0)
         iso_die("receive command", NULL, EINVAL);
     for (int i = 0; i < 3; i++)
         e.stdio[i] = fds[i];
@@ -124,14 +142,15 @@ static pid_t run_command(int *status_fd)
     e.drop_caps_upto = -1; /* none left since this sandbox was built */
     e.landlock_fd = ruleset_fd;
     /* Join the caller's cgroup for this sandbox before the command exists. */
-    if (nfds == 7 && write(fds[6], "0", 1) != 1)
+    if (cgroup >= 0 && write(fds[cgroup], "0", 1) != 1)
         iso_die("join cgroup", "cgroup.procs", errno);
     pid_t worker = clone(worker_main, worker_stack + sizeof worker_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &e);
     if (worker < 0)
         iso_die("clone(worker)", NULL, errno);
-    /* The worker has executed the command (or died): what it read is done with. */
-    munmap((void *)payload, (size_t)head.payload_len);
-    munmap(strings, n_strings * sizeof *strings);
+    if (memfd >= 0) { /* the worker has executed the command (or died): done with */
+        munmap((void *)payload, payload_len);
+        munmap(strings, n_strings * sizeof *strings);
+    }
     for (size_t i = 0; i < nfds; i++)
         if (i != 4)
             close(fds[i]);

@@ -780,11 +780,39 @@ static int read_setup_report(int fd, struct iso_error *error)
     return -1;
 }
 
-/* Queue the command of `cfg` for a sandbox's init on `control_fd` (worker.h):
- * the payload in a sealed memfd, with stdio, the write ends of the error and
- * status pipes, and `cgroup_fd` when >= 0, as SCM_RIGHTS.  The payload has
- * no cap of its own: execve, in the worker, judges argv and envp.  0, or -1
- * with *error set. */
+/* The payload of a command too large to travel inline: a memfd holding it,
+ * sealed, or -1 with *error set. */
+static int payload_memfd(const char *buf, size_t len, struct iso_error *error)
+{
+    int memfd = memfd_create("isolation-command", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0) {
+        fail(error, "memfd_create", NULL, errno);
+        return -1;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(memfd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            fail(error, "write command", NULL, n < 0 ? errno : EIO);
+            close(memfd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        fail(error, "seal command", NULL, errno);
+        close(memfd);
+        return -1;
+    }
+    return memfd;
+}
+
+/* Queue the command of `cfg` for a sandbox's init on `control_fd` (worker.h),
+ * with stdio, the write ends of the error and status pipes, and `cgroup_fd`
+ * when >= 0.  No cap of our own on the payload: execve, in the worker,
+ * judges argv and envp.  0, or -1 with *error set. */
 static int send_command(int control_fd, const struct iso_config *cfg, int err_w, int status_w, int cgroup_fd,
                         struct iso_error *error)
 {
@@ -806,59 +834,50 @@ static int send_command(int control_fd, const struct iso_config *cfg, int err_w,
         return -1;
     }
     iso_pack_command(&e, &head, buf);
-    int memfd = memfd_create("isolation-command", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (memfd < 0) {
-        fail(error, "memfd_create", NULL, errno);
-        free(buf);
-        return -1;
+    struct iso_command_msg msg_head = {.magic = ISO_COMMAND_MAGIC, .flags = 0, .payload_len = len};
+    int fds[ISO_COMMAND_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_w, status_w};
+    size_t nfds = 5;
+    if (cgroup_fd >= 0) {
+        msg_head.flags |= ISO_CMD_CGROUP;
+        fds[nfds++] = cgroup_fd;
     }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(memfd, buf + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            fail(error, "write command", NULL, n < 0 ? errno : EIO);
-            break;
+    int memfd = -1;
+    if (len > ISO_COMMAND_INLINE) {
+        memfd = payload_memfd(buf, len, error);
+        if (memfd < 0) {
+            free(buf);
+            return -1;
         }
-        done += (size_t)n;
+        msg_head.flags |= ISO_CMD_MEMFD;
+        fds[nfds++] = memfd;
     }
-    free(buf);
-    if (done < len)
-        goto fail;
-    if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
-        fail(error, "seal command", NULL, errno);
-        goto fail;
-    }
-    int fds[ISO_COMMAND_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_w, status_w, memfd, cgroup_fd};
-    size_t nfds = cgroup_fd >= 0 ? 7 : 6;
-    struct iso_command_msg head_msg = {.magic = ISO_COMMAND_MAGIC, .payload_len = len};
     union {
         struct cmsghdr align;
         char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
     } control;
     memset(&control, 0, sizeof control);
-    struct iovec iov = {.iov_base = &head_msg, .iov_len = sizeof head_msg};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+    struct iovec iov[2] = {{.iov_base = &msg_head, .iov_len = sizeof msg_head}, {.iov_base = buf, .iov_len = len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = memfd >= 0 ? 1 : 2, .msg_control = control.bytes,
                          .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    size_t want = sizeof msg_head + (memfd >= 0 ? 0 : len);
     ssize_t sent;
     do
         sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
     while (sent < 0 && errno == EINTR);
-    if (sent != (ssize_t)sizeof head_msg) {
-        fail(error, "send command", NULL, sent < 0 ? errno : EIO);
-        goto fail;
+    int err = errno;
+    free(buf);
+    if (memfd >= 0)
+        close(memfd);
+    if (sent != (ssize_t)want) {
+        fail(error, "send command", NULL, sent < 0 ? err : EIO);
+        return -1;
     }
-    close(memfd);
     return 0;
-fail:
-    close(memfd);
-    return -1;
 }
 
 struct child_args {

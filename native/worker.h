@@ -56,20 +56,26 @@ void iso_drop_capabilities(int cap_last_cap);
 void iso_default_handlers(void);
 
 /* A command for a sandbox's init, as one SOCK_SEQPACKET message: a struct
- * iso_command_msg, with descriptors alongside (SCM_RIGHTS): stdin, stdout,
- * stderr, the error pipe, the status pipe, the payload, and the cgroup.procs
- * to join when there is one.  The payload is a sealed memfd (no write, grow
- * or shrink: init maps it, and a truncation could not fault it) holding a
- * head, the rlimits, the seccomp program, then exe, cwd, argv and envp as
- * NUL-terminated strings.  No fixed cap: argv and envp as large as execve
- * itself takes (execve is the judge, with the sandbox's RLIMIT_STACK). */
+ * iso_command_msg, then the payload (a head, the rlimits, the seccomp
+ * program, then exe, cwd, argv and envp as NUL-terminated strings) when it
+ * takes at most ISO_COMMAND_INLINE bytes, as nearly every command does.  A
+ * larger payload travels as a memfd instead, sealed against writing, growing
+ * and shrinking (init maps it: what it parses cannot change, nor fault), so
+ * there is no cap of our own: execve judges argv and envp, with the
+ * sandbox's RLIMIT_STACK, exactly as for any process.  Descriptors travel
+ * alongside (SCM_RIGHTS): stdin, stdout, stderr, the error pipe, the status
+ * pipe, then the cgroup.procs to join (ISO_CMD_CGROUP) and the payload's
+ * memfd (ISO_CMD_MEMFD) when there are. */
+#define ISO_COMMAND_INLINE (32 * 1024)
 #define ISO_COMMAND_FDS 7
 #define ISO_COMMAND_MAGIC 0x69736f63u /* "isoc" */
+#define ISO_CMD_CGROUP 1
+#define ISO_CMD_MEMFD 2
 
 struct iso_command_msg {
     uint32_t magic;
-    uint32_t reserved;
-    uint64_t payload_len; /* the memfd's size */
+    uint32_t flags;       /* ISO_CMD_* */
+    uint64_t payload_len;
 };
 
 struct iso_prepared_head {
