@@ -834,41 +834,55 @@ static int send_command(int control_fd, const struct iso_config *cfg, int err_w,
         return -1;
     }
     iso_pack_command(&e, &head, buf);
-    struct iso_command_msg msg_head = {.magic = ISO_COMMAND_MAGIC, .flags = 0, .payload_len = len};
-    int fds[ISO_COMMAND_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_w, status_w};
-    size_t nfds = 5;
-    if (cgroup_fd >= 0) {
-        msg_head.flags |= ISO_CMD_CGROUP;
-        fds[nfds++] = cgroup_fd;
-    }
+    /* Inline unless too large for the message; a socket whose send buffer
+     * cannot take it (a host with a tiny net.core.wmem_default) gets the
+     * memfd too. */
     int memfd = -1;
-    if (len > ISO_COMMAND_INLINE) {
-        memfd = payload_memfd(buf, len, error);
-        if (memfd < 0) {
-            free(buf);
-            return -1;
-        }
-        msg_head.flags |= ISO_CMD_MEMFD;
-        fds[nfds++] = memfd;
+    if (len > ISO_COMMAND_INLINE && (memfd = payload_memfd(buf, len, error)) < 0) {
+        free(buf);
+        return -1;
     }
-    union {
-        struct cmsghdr align;
-        char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
-    } control;
-    memset(&control, 0, sizeof control);
-    struct iovec iov[2] = {{.iov_base = &msg_head, .iov_len = sizeof msg_head}, {.iov_base = buf, .iov_len = len}};
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = memfd >= 0 ? 1 : 2, .msg_control = control.bytes,
-                         .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    size_t want = sizeof msg_head + (memfd >= 0 ? 0 : len);
     ssize_t sent;
-    do
-        sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
-    while (sent < 0 && errno == EINTR);
+    size_t want;
+    for (;;) {
+        struct iso_command_msg msg_head = {.magic = ISO_COMMAND_MAGIC, .flags = 0, .payload_len = len};
+        int fds[ISO_COMMAND_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_w, status_w};
+        size_t nfds = 5;
+        if (cgroup_fd >= 0) {
+            msg_head.flags |= ISO_CMD_CGROUP;
+            fds[nfds++] = cgroup_fd;
+        }
+        if (memfd >= 0) {
+            msg_head.flags |= ISO_CMD_MEMFD;
+            fds[nfds++] = memfd;
+        }
+        union {
+            struct cmsghdr align;
+            char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
+        } control;
+        memset(&control, 0, sizeof control);
+        struct iovec iov[2] = {{.iov_base = &msg_head, .iov_len = sizeof msg_head},
+                               {.iov_base = buf, .iov_len = len}};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = memfd >= 0 ? 1 : 2, .msg_control = control.bytes,
+                             .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+        want = sizeof msg_head + (memfd >= 0 ? 0 : len);
+        do
+            sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
+        while (sent < 0 && errno == EINTR);
+        if (sent < 0 && errno == EMSGSIZE && memfd < 0) {
+            if ((memfd = payload_memfd(buf, len, error)) < 0) {
+                free(buf);
+                return -1;
+            }
+            continue;
+        }
+        break;
+    }
     int err = errno;
     free(buf);
     if (memfd >= 0)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import child_pids
+from procs import child_pids, fd_table
 
 import isolation
 from isolation import IsolationPolicy
@@ -585,10 +585,37 @@ def test_a_command_beyond_execves_limits_fails_as_execve_does_on_every_path(
     with pytest.raises(OSError) as plain:  # control: what plain subprocess says of the same argv
         subprocess.run(["/bin/true", *args], check=False)
     assert plain.value.errno == errno.E2BIG
+    before = fd_table()
     _ready_for(mode, IsolationPolicy(), monkeypatch)
     took = _take_spy(monkeypatch)
     with pytest.raises(SandboxSetupError) as exc:
         isolation.run(["/bin/true", *args], backend="native", timeout=60)
     assert (exc.value.step, exc.value.errno) == ("execve", errno.E2BIG)
     assert took == [mode == "prepared-sandboxes"]
+    # The failed sandbox was killed and reaped; nothing of it is left with the caller.
+    assert fd_table() == before and child_pids() == []
+
+
+def test_a_command_the_control_socket_cannot_carry_inline_travels_in_a_memfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message over the socket's send buffer (a host with a tiny net.core.wmem_default)
+    is refused with EMSGSIZE; the payload then travels in a memfd instead."""
+    from isolation.backends import prepared
+
+    native.settle()
+    _ready_for("prepared-sandboxes", IsolationPolicy(), monkeypatch)
+    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    with socket.socket(fileno=os.dup(waiting.control_fd)) as control:
+        control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sndbuf = control.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        arg = "q" * (2 * sndbuf)  # over the buffer, under the 32 KiB that travel inline
+        assert 2 * sndbuf < 32 * 1024
+        with pytest.raises(OSError) as refused:  # control: the socket refuses such a message
+            control.send(arg.encode())
+        assert refused.value.errno == errno.EMSGSIZE
+    its_pidns = os.readlink(f"/proc/{waiting.pid}/ns/pid")
+    took = _take_spy(monkeypatch)
+    probe = 'echo ${#1}; readlink /proc/self/ns/pid'
+    res = isolation.run(["/bin/sh", "-c", probe, "sh", arg], backend="native", timeout=60)
+    assert (res.returncode, res.stdout) == (0, f"{len(arg)}\n{its_pidns}\n".encode()), res
+    assert took == [True]  # that very sandbox ran it (not one built on demand after a failed send)
     native.settle()
