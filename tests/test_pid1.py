@@ -76,12 +76,18 @@ int main(void)
 CALLER = textwrap.dedent(
     """
     import collections, json, os, sys, time
+    import attrs
     import isolation
     from isolation import IsolationPolicy
     from isolation.backends import native, prepared
     from isolation.policy import Bind
 
-    path, rounds, probe_dir, enforcement = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    path, rounds, probe_dir, landlock = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    enforcement = "strict"
+    if landlock == "no-landlock":  # a host without Landlock, injected in this process only
+        real_features = native.host_features
+        native.host_features = lambda: attrs.evolve(real_features(), landlock_abi=0)
+        enforcement = "best_effort"
     policy = IsolationPolicy(ro_binds=(Bind(host=probe_dir, sandbox="/probe"),))
     took = []
     real_take = prepared.POOL.take
@@ -132,14 +138,8 @@ def test_pid1_is_isolation_init_from_the_commands_first_instruction(
     marker = f"--db-password=s3cret-{uuid.uuid4().hex}"
     env = {**os.environ, "DB_TOKEN": marker, "PYTHONPATH": os.pathsep.join(sys.path)}
     env["ISOLATION_PREPARED_SANDBOXES"] = "0" if path == "on-demand" else "1"
-    enforcement = "strict"
-    if landlock == "no-landlock":  # best effort on a host without Landlock
-        from isolation.backends.native import PRETEND_ENV
-
-        env[PRETEND_ENV] = "landlock"
-        enforcement = "best_effort"
     caller = subprocess.Popen(
-        [sys.executable, str(probe_dir / "caller.py"), path, str(ROUNDS), str(probe_dir), enforcement, marker],
+        [sys.executable, str(probe_dir / "caller.py"), path, str(ROUNDS), str(probe_dir), landlock, marker],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
