@@ -226,9 +226,12 @@ def test_setup_error_names_step_path_and_errno(tmp_path: Path) -> None:
     plan = build_plan(IsolationPolicy().with_read(str(gone)), ["true"])
     gone.rmdir()  # vanishes between planning and spawning
     null = os.open(os.devnull, os.O_RDWR)
+    before = fd_table()
     try:
         with pytest.raises(SandboxSetupError) as info:
             NativeBackend().launch(plan, Stdio(null, null, null))
+        # The failed sandbox was killed and reaped; nothing of it is left with the caller.
+        assert fd_table() == before and child_pids() == []
     finally:
         os.close(null)
     assert info.value.step == "open bind source"
