@@ -108,9 +108,11 @@ static pid_t run_command(int *status_fd)
             _exit(125);
         memcpy(fds, CMSG_DATA(c), sizeof(int) * nfds);
     }
-    if (nfds < 5 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+    if (nfds < 5)
         _exit(125); /* no error pipe to report on: the caller sees this exit status */
     iso_err_fd = fds[3];
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+        iso_die("receive command", NULL, EMSGSIZE);
     const struct iso_command_msg *head = &message.head;
     int cgroup = head->flags & ISO_CMD_CGROUP ? 5 : -1;
     int memfd = head->flags & ISO_CMD_MEMFD ? (cgroup >= 0 ? 6 : 5) : -1;
