@@ -229,9 +229,9 @@ def _print_plan(record: dict[str, Any]) -> None:
         out("seccomp:   none\n")
     else:
         out(f"seccomp:   profile {sc['profile']}, sha256 {sc['sha256']}\n")
-        out(f"  denied syscalls (whatever the arguments): {', '.join(sc['denied']) or '-'}\n")
+        out(f"  denied syscalls: {', '.join(sc['denied']) or '-'}\n")
         if sc.get("restricted"):
-            out("  restricted syscalls (refused only as shown; allowed otherwise):\n")
+            out("  restricted syscalls (refused only with these arguments, allowed otherwise):\n")
             for r in sc["restricted"]:
                 out(f"    {r['syscall']}: {'; '.join(r['refused'])}\n")
     if record.get("landlock"):

@@ -200,6 +200,35 @@ class SandboxPlan:
         return None
 
 
+def writer_uid(rung: str | None = "namespaces", *, euid: int | None = None) -> int:
+    """The host uid a sandbox's writes are checked against: the caller's own uid
+    (a root caller's sandbox user is host uid 0, without capabilities), except in
+    the native backend's host layout, where a root caller's command runs as 65534."""
+    euid = os.geteuid() if euid is None else euid
+    return SANDBOX_UID if euid == 0 and rung == "host" else euid
+
+
+def owner_warnings(plan: SandboxPlan, writer: int) -> list[str]:
+    """One line per writable bind the sandbox cannot write to because another uid owns it
+    (and it is not writable by everyone): inside it shows as 65534 and writes fail."""
+    out: list[str] = []
+    for m in plan.mounts:
+        if m.kind != "rw-bind" or m.source is None:
+            continue
+        try:
+            st = os.stat(m.source)
+        except OSError:
+            continue
+        if st.st_uid == writer or st.st_mode & stat.S_IWOTH:
+            continue
+        out.append(
+            f"writable bind {m.target} ({m.source}) is owned by uid {st.st_uid}, but the sandbox writes as "
+            f"host uid {writer}: inside it shows as owned by {SANDBOX_UID} and writes fail with 'Permission "
+            f"denied'; give it to the sandbox's user first (chown -R {writer} {m.source}) or copy it"
+        )
+    return out
+
+
 def tmpfs_bound(mounts: Sequence[Mount]) -> int | None:
     """The byte bound every writable tmpfs of `mounts` carries (/tmp, a tmpfs /work,
     a `dev`'s /dev/shm); None when there is none, or not one shared bound."""
