@@ -70,8 +70,9 @@ class Mount:
 class Program:
     """The file argv[0] names, resolved as the caller's shell would (the caller's PATH).
 
-    `host`: that host file (its path as found, symlinks kept: a venv's interpreter
-    finds its venv through it). `sandbox`: where the sandbox shows that very
+    `host`: that host file; found on the caller's PATH, its path as found, symlinks
+    kept (a venv's interpreter finds its venv through it); named by a path, the file
+    that path leads to. `sandbox`: where the sandbox shows that very
     entry, executed there. `found_by`: ``caller PATH``, ``path`` (argv[0] has a
     slash: a sandbox path) or ``sandbox PATH`` (the caller's PATH has no such
     name). `path_added`: a directory put first in the sandbox's PATH because its

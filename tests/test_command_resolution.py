@@ -228,3 +228,12 @@ def test_cwd_inside_the_work_bind_is_its_sandbox_path(tmp_path: Path, backend: s
     r = cli("plan", "--backend", "bwrap", "--json", "--work", str(tmp_path), "--cwd", str(tmp_path), "--", "true",
             path=SYSTEM_PATH)  # fmt: skip
     assert json.loads(r.stdout)["cwd"] == "/work"
+
+
+def test_with_python_exposes_the_prefixes_and_the_loaded_libpython() -> None:
+    from isolation.policy import _loaded_libpython
+
+    plan = build_plan(IsolationPolicy().with_python(), [sys.executable])
+    for needed in (sys.prefix, sys.base_prefix, sys.exec_prefix, *_loaded_libpython()):
+        assert plan.sandbox_path_of(os.path.realpath(needed)) is not None, needed
+    assert plan.program is not None and plan.program.host == os.path.realpath(sys.executable)
