@@ -394,7 +394,7 @@ def with_command_checked(plan: SandboxPlan, environ: Mapping[str, str] | None = 
     sandbox_path = plan.env_dict.get("PATH", DEFAULT_PATH)
     key = (plan.mounts, sandbox_path, plan.cwd, name, caller_path)
     hit = _found.get(key)
-    if hit is None or not is_executable_file(hit[1]):
+    if hit is None or not is_executable_file(hit[1]) or not _found_again(hit[0], environ):
         hit = _resolve_program(plan, caller_path)
         if len(_found) >= 256:
             _found.clear()
@@ -404,6 +404,21 @@ def with_command_checked(plan: SandboxPlan, environ: Mapping[str, str] | None = 
         env = {**plan.env_dict, "PATH": f"{program.path_added}:{sandbox_path}"}
         plan = attrs.evolve(plan, env=tuple(env.items()))
     return attrs.evolve(plan, executable=(program.sandbox, host_exe), program=program)
+
+
+def program_still_found(plan: SandboxPlan, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the caller's PATH still finds the file `plan` runs for its bare name (a
+    cached plan must not run one file after the caller's PATH started finding another)."""
+    return plan.program is None or _found_again(plan.program, os.environ if environ is None else environ)
+
+
+def _found_again(prog: Program, environ: Mapping[str, str]) -> bool:
+    if prog.found_by == "path":
+        return True
+    found = shutil.which(prog.name, path=environ.get("PATH", os.defpath))
+    if prog.found_by == "sandbox PATH":
+        return found is None
+    return found is not None and os.path.abspath(found) == prog.host
 
 
 def _resolve_program(plan: SandboxPlan, caller_path: str | None) -> tuple[Program, str]:

@@ -29,7 +29,7 @@ from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
 from isolation.paths import is_executable_file
-from isolation.plan import SandboxPlan, build_plan
+from isolation.plan import SandboxPlan, build_plan, program_still_found
 from isolation.policy import IsolationPolicy
 from isolation.result import Outcome, RunResult, Usage
 
@@ -492,7 +492,7 @@ class _Recipe:
         not, as on a first run) and the executable found is still one."""
         self.plan.policy.check_host_paths()
         exe = self.plan.executable
-        return exe is None or is_executable_file(exe[1])
+        return (exe is None or is_executable_file(exe[1])) and program_still_found(self.plan)
 
 
 # Recipes per (command, policy, options, the environment variables they read): resolving the

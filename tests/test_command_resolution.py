@@ -237,3 +237,19 @@ def test_with_python_exposes_the_prefixes_and_the_loaded_libpython() -> None:
     for needed in (sys.prefix, sys.base_prefix, sys.exec_prefix, *_loaded_libpython()):
         assert plan.sandbox_path_of(os.path.realpath(needed)) is not None, needed
     assert plan.program is not None and plan.program.host == os.path.realpath(sys.executable)
+
+
+def test_a_repeated_run_follows_the_callers_path_when_it_changes(tmp_path: Path, backend: str) -> None:
+    """Plans and recipes are cached per command and PATH: a new file earlier in the same
+    PATH must not leave the old one running."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_tool(second, "pick-me", "second")
+    policy = IsolationPolicy().with_read(str(first.parent))
+    first.mkdir()
+    os.environ["PATH"], saved = f"{first}:{second}:{SYSTEM_PATH}", os.environ["PATH"]
+    try:
+        assert run(["pick-me"], policy, backend=backend).stdout == b"second\n"
+        make_tool(first, "pick-me", "first")
+        assert run(["pick-me"], policy, backend=backend).stdout == b"first\n"
+    finally:
+        os.environ["PATH"] = saved
