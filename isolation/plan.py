@@ -346,7 +346,10 @@ def with_cwd(plan: SandboxPlan, cwd: str) -> SandboxPlan:
         host = plan.host_path(cwd)
         if host is None or not os.path.isdir(host):
             what = "not visible" if host is None else "not a directory"
-            fix = _fix_text([Bind.same(cwd)], ro=True) + " or " + _fix_text([Bind.same(cwd)], ro=False)
+            if HINT_STYLE.get() == "cli":
+                fix = f"--read {cwd} or --write {cwd}"
+            else:
+                fix = f"FsRead({cwd!r}) or FsWrite({cwd!r}) (a host directory at that path)"
             raise PolicyError(f"cwd {cwd} is {what} inside the sandbox; bind it with {fix}")
     return attrs.evolve(plan, cwd=cwd)
 
@@ -539,7 +542,8 @@ def _candidate_fixes(host: str) -> list[tuple[list[Bind], bool]]:
             d = venv  # a venv's interpreter finds its venv through ../pyvenv.cfg
         prefix = _python_prefix(hop) if i == len(chain) - 1 else None
         dirs.append(prefix or d)
-    out.append(([Bind.same(d) for d in dict.fromkeys(dirs)], False))
+    needed = [d for d in dict.fromkeys(dirs) if not any(d != o and is_within(d, o) for o in dirs)]
+    out.append(([Bind.same(d) for d in needed], False))
     return out
 
 

@@ -253,3 +253,24 @@ def test_a_repeated_run_follows_the_callers_path_when_it_changes(tmp_path: Path,
         assert run(["pick-me"], policy, backend=backend).stdout == b"first\n"
     finally:
         os.environ["PATH"] = saved
+
+
+def test_a_real_venv_of_the_tests_python_runs_as_outside_once_the_hint_is_followed(
+    tmp_path: Path, backend: str
+) -> None:
+    """The issue's case: a venv (here of this interpreter: pyenv's under /root as root,
+    /usr/bin/python3 unprivileged) first in PATH. Refused with flags that, followed, give
+    the same sys.version and sys.prefix inside as outside."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    path = f"{venv}/bin:{SYSTEM_PATH}"
+    outside = subprocess.run(
+        ["python3", "-c", SHOW], capture_output=True, text=True, env={"PATH": path}, check=True
+    ).stdout  # fmt: skip
+    assert outside.splitlines()[0] == str(venv)
+    r = cli("run", "--backend", backend, "--", "python3", "-c", SHOW, path=path)
+    assert r.returncode == 125, r.stderr
+    flags = hinted_flags(r.stderr)
+    assert flags[:2] == ["--read", str(venv)], r.stderr
+    r = cli("run", "--backend", backend, *flags, "--", "python3", "-c", SHOW, path=path)
+    assert (r.returncode, r.stdout) == (0, outside), r.stderr
