@@ -415,7 +415,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    HINT_STYLE.set("cli")  # refusals name flags, not policy calls
+    token = HINT_STYLE.set("cli")  # refusals name flags, not policy calls (reset: main may run in-process)
     handler = {"run": _cmd_run, "plan": _cmd_plan, "probe": _cmd_probe}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IsolationDisabledWarning)
@@ -433,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except IsolationError as exc:
             status = _error(exc, EXIT_SETUP)
         finally:
+            HINT_STYLE.reset(token)
             for w in caught:
                 print(f"isolation: warning: {w.message}", file=sys.stderr)
     return status

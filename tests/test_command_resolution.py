@@ -274,3 +274,14 @@ def test_a_real_venv_of_the_tests_python_runs_as_outside_once_the_hint_is_follow
     assert flags[:2] == ["--read", str(venv)], r.stderr
     r = cli("run", "--backend", backend, *flags, "--", "python3", "-c", SHOW, path=path)
     assert (r.returncode, r.stdout) == (0, outside), r.stderr
+
+
+def test_cli_hints_do_not_leak_into_api_calls_of_the_same_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from isolation.cli import main
+
+    exe = sys.executable
+    environ = {"PATH": f"{os.path.dirname(exe)}:{SYSTEM_PATH}"}
+    assert main(["plan", "--backend", "bwrap", "--", "true"]) == 0
+    capsys.readouterr()
+    with pytest.raises(CommandNotVisible, match=r"policy\.with_python\(\)"):
+        build_plan(IsolationPolicy(), [os.path.basename(exe)], environ=environ)
