@@ -202,7 +202,9 @@ def _print_plan(record: dict[str, Any]) -> None:
     prog = record.get("program")
     if prog:
         shown = "" if prog["sandbox"] == prog["host"] else f", inside at {prog['sandbox']}"
-        out(f"program:   {prog['host']} (found by the {prog['found_by']}{shown})\n")
+        by = {"caller PATH": "found on your PATH", "path": "named by its path"}.get(prog["found_by"], "")
+        by = by or "not on your PATH; found on the sandbox's PATH"
+        out(f"program:   {prog['host']} ({by}{shown})\n")
         if prog.get("path_added"):
             out(f"           the sandbox's PATH would run another file: {prog['path_added']} is put first in it\n")
     out(f"cwd:       {record['cwd']}    uid/gid: {record['uid']}/{record['gid']}\n")

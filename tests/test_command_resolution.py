@@ -131,7 +131,7 @@ def test_plan_json_and_the_audit_record_show_the_resolved_file(tmp_path: Path) -
         "name": "python3", "host": str(tool), "sandbox": str(tool), "found_by": "caller PATH", "path_added": str(tools)
     }  # fmt: skip
     r = cli("plan", "--backend", "bwrap", "--read", str(tools), "--", "python3", path=path)
-    assert f"program:   {tool} (found by the caller PATH)" in r.stdout
+    assert f"program:   {tool} (found on your PATH)" in r.stdout
     log = tmp_path / "audit.jsonl"
     r = cli("run", "--backend", "bwrap", "--read", str(tools), "--audit-log", str(log), "--", "python3", path=path)
     assert (r.returncode, r.stdout) == (0, "mine\n"), r.stderr
