@@ -18,6 +18,7 @@ from isolation.effects import (
 from isolation.errors import (
     CommandNotExecutable,
     CommandNotFound,
+    CommandNotVisible,
     IsolationDisabledWarning,
     IsolationError,
     IsolationUnavailable,
@@ -39,6 +40,7 @@ __all__ = [
     "Bind",
     "CommandNotExecutable",
     "CommandNotFound",
+    "CommandNotVisible",
     "CommandStage",
     "Cost",
     "DEVNULL",
