@@ -447,4 +447,12 @@ def _error(exc: Exception, status: int) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`isolation plan | head`): as a shell tool would, end
+        # quietly with SIGPIPE's status instead of a traceback; nothing more can be printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 128 + signal.SIGPIPE
+    sys.exit(status)

@@ -282,3 +282,21 @@ def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -
         proc.wait()
         os.close(r)
     assert status == 0
+
+
+def test_plan_into_a_reader_that_goes_away_ends_quietly() -> None:
+    """`isolation plan | head -1`: no traceback, SIGPIPE's status (as a shell tool ends)."""
+    import fcntl
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)  # the plan (over 4 KiB) cannot fit: the CLI must block on it
+    os.set_blocking(r, True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "isolation", "plan", "--", "true"], stdout=w, stderr=subprocess.PIPE
+    )
+    os.close(w)
+    with os.fdopen(r, "rb", buffering=0) as reader:
+        assert reader.read(1)  # control: the plan was being printed
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()
+    assert proc.returncode == 128 + signal.SIGPIPE, err.decode()
