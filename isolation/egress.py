@@ -34,6 +34,7 @@ import attrs
 
 from isolation.egress_rules import EgressRule, IPAddress, Verdict, check_address, check_request
 from isolation.errors import SandboxSetupError
+from isolation.plan import Mount, SandboxPlan
 from isolation.result import NetworkRecord
 
 PROXY_PORT = 3128  # inside the sandbox's own network namespace: nothing else listens there
@@ -482,6 +483,10 @@ class EgressSession:
         self._closed = threading.Event()
         self._thread.start()
 
+    def claim(self) -> str:
+        """The `enforced` entry: the allowlist, by digest (its entries are in the plan)."""
+        return f"network:allowlist:sha256={self.proxy.digest}"
+
     def wrap_argv(self, argv: tuple[str, ...]) -> tuple[str, ...]:
         return (f"{MOUNT_DIR}/listen", f"{MOUNT_DIR}/{self.sock_name}", str(PROXY_PORT), "--", *argv)
 
@@ -541,3 +546,18 @@ def _receive_listener(conn: socket.socket) -> socket.socket | None:
         s.close()
         return None
     return s
+
+
+def egress_plan(plan: SandboxPlan, session: EgressSession) -> SandboxPlan:
+    """`plan` for one run with egress: the helper first, its directory bound at MOUNT_DIR,
+    the proxy variables set. The network namespace stays private (plan.network is False)."""
+    env = dict(plan.env)
+    env.update(proxy_env())
+    helper = os.path.join(session.dir, "listen")
+    return attrs.evolve(
+        plan,
+        argv=session.wrap_argv(plan.argv),
+        executable=(f"{MOUNT_DIR}/listen", helper),
+        mounts=(*plan.mounts, Mount("ro-bind", MOUNT_DIR, source=session.dir, origin="network")),
+        env=tuple(env.items()),
+    )
