@@ -184,6 +184,10 @@ class EgressProxy:
             self._log.append(rec)
             return len(self._log) - 1
 
+    def _log_sent(self, index: int) -> int:
+        with self._lock:
+            return self._log[index].sent
+
     def _update(self, index: int, sent: int, received: int) -> None:
         with self._lock:
             self._log[index] = attrs.evolve(self._log[index], sent=sent, received=received)
@@ -203,7 +207,7 @@ class EgressProxy:
                 upstream, index = self._http(conn, first, deadline)
             if upstream is not None:
                 sent, received = self._relay(conn, upstream)
-                self._update(index, sent, received)
+                self._update(index, self._log_sent(index) + sent, received)
         except (OSError, _BadRequest, TimeoutError):
             pass
         finally:
@@ -264,16 +268,20 @@ class EgressProxy:
             _reply(conn, 400, b"isolation egress proxy: malformed request line\n")
             return None, -1
         method, target, version = (p.decode("latin-1") for p in parts)
-        if method.upper() == "CONNECT":
-            host, port = _host_port(target, None)
-            protocol = "connect"
-        else:
-            if not target.lower().startswith("http://"):
-                _reply(conn, 400, b"isolation egress proxy: only absolute http:// URIs are forwarded; use CONNECT\n")
-                return None, -1
-            authority, slash, path = target[7:].partition("/")
-            host, port = _host_port(authority, 80)
-            protocol = "http"
+        slash, path = "", ""
+        try:
+            if method.upper() == "CONNECT":
+                host, port = _host_port(target, None)
+                protocol = "connect"
+            elif target.lower().startswith("http://"):
+                authority, slash, path = target[7:].partition("/")
+                host, port = _host_port(authority, 80)
+                protocol = "http"
+            else:
+                raise _BadRequest("only absolute http:// URIs are forwarded; use CONNECT for anything else")
+        except _BadRequest as exc:
+            _reply(conn, 400, f"isolation egress proxy: {exc}\n".encode())
+            return None, -1
         try:
             up, index = self._decide(protocol, host, port)
         except _Refused as r:
@@ -285,7 +293,9 @@ class EgressProxy:
         if protocol == "connect":
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
-            up.sendall(_origin_request(method, "/" + path if slash else "/", version, rest))
+            request = _origin_request(method, "/" + path if slash else "/", version, rest)
+            up.sendall(request)
+            self._update(index, len(request), 0)
         return up, index
 
     def _socks5(self, conn: socket.socket, deadline: float) -> tuple[socket.socket | None, int]:
@@ -386,11 +396,14 @@ def _read_head(conn: socket.socket, first: bytes, limit: int, deadline: float) -
             _reply(conn, 431, b"isolation egress proxy: request head too large\n")
             raise _BadRequest("head too large")
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        try:
+            if remaining <= 0:
+                raise TimeoutError("slow head")
+            conn.settimeout(remaining)
+            chunk = conn.recv(4096)
+        except TimeoutError:
             _reply(conn, 408, b"isolation egress proxy: request head too slow\n")
-            raise TimeoutError("slow head")
-        conn.settimeout(remaining)
-        chunk = conn.recv(4096)
+            raise
         if not chunk:
             raise _BadRequest("closed")
         data += chunk

@@ -199,9 +199,9 @@ def test_an_allowed_name_is_reached_by_plain_http_connect_and_socks5(backend: st
         ["socks5", PKGS, pkgs.port, "/socks"],
     ]
     out, res = probe(backend, policy, steps)
-    assert out[0] == [200, f"hello from 127.0.0.2 /plain"]
-    assert out[1] == [200, f"hello from 127.0.0.2 /connect"]
-    assert out[2] == ["socks", 0, f"hello from 127.0.0.2 /socks"]
+    assert out[0] == [200, "hello from 127.0.0.2 /plain"]
+    assert out[1] == [200, "hello from 127.0.0.2 /connect"]
+    assert out[2] == ["socks", 0, "hello from 127.0.0.2 /socks"]
     assert pkgs.paths == ["/plain", "/connect", "/socks"]
     assert [(r.protocol, r.host, r.port, r.address, r.allowed) for r in res.network_log] == [
         (p, PKGS, pkgs.port, "127.0.0.2", True) for p in ("http", "connect", "socks5")
