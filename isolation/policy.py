@@ -14,7 +14,14 @@ from isolation.effects import EffectSet, FsRead, FsWrite, Network
 from isolation.egress_rules import EgressRule, parse_rules
 from isolation.errors import PolicyError
 from isolation.limits import Limits
-from isolation.paths import check_host_source, check_sandbox_target, is_within, normalize_path
+from isolation.paths import (
+    check_host_source,
+    check_no_kernel_fs,
+    check_sandbox_target,
+    is_within,
+    normalize_path,
+    read_mounts,
+)
 from isolation.seccomp_profile import normalize_choice as _normalize_seccomp
 
 SCHEMA_VERSION = 1
@@ -188,7 +195,12 @@ class IsolationPolicy:
     # -- checks -----------------------------------------------------------
 
     def check_host_paths(self) -> None:
-        """Raise PolicyError naming the first host path that does not exist."""
+        """Raise PolicyError naming the first host path that does not exist, or that is
+        (or holds a submount of) a kernel file system such as proc or sysfs.
+
+        Run before every run, since mounts change: /proc/self/mountinfo is read once
+        per check, and only when the policy binds anything.
+        """
         for b in self.ro_binds:
             if not os.path.exists(b.host):
                 raise PolicyError(f"read-only bind source {b.host} does not exist")
@@ -197,6 +209,11 @@ class IsolationPolicy:
                 raise PolicyError(f"writable bind source {b.host} does not exist (create it first)")
         if self.work_host is not None and not os.path.isdir(self.work_host):
             raise PolicyError(f"work directory {self.work_host} does not exist or is not a directory")
+        sources = [("ro_binds", b.host) for b in self.ro_binds] + [("rw_binds", b.host) for b in self.rw_binds]
+        if self.work_host is not None:
+            sources.append(("work_host", self.work_host))
+        if sources:
+            check_no_kernel_fs(sources, read_mounts())
 
     # -- JSON -------------------------------------------------------------
 
