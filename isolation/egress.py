@@ -32,12 +32,11 @@ from collections.abc import Callable
 
 import attrs
 
-from isolation.egress_rules import EgressRule, IPAddress, Verdict, check_address, check_request
+from isolation.egress_rules import PROXY_PORT, EgressRule, IPAddress, Verdict, check_address, check_request
 from isolation.errors import SandboxSetupError
 from isolation.plan import Mount, SandboxPlan
 from isolation.result import NetworkRecord
 
-PROXY_PORT = 3128  # inside the sandbox's own network namespace: nothing else listens there
 PROXY_ADDR = f"127.0.0.1:{PROXY_PORT}"
 MOUNT_DIR = "/.isolation-egress"  # inside the sandbox: the helper and the hand-over socket
 HELPER_NAME = "_isolation_egress"

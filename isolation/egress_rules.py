@@ -22,6 +22,7 @@ import attrs
 from isolation.errors import PolicyError
 
 DEFAULT_PORTS: tuple[int, ...] = (443, 80)
+PROXY_PORT = 3128  # the egress proxy inside a sandbox's own network namespace: nothing else listens there
 RuleKind = Literal["name", "suffix", "ip", "cidr"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

@@ -604,6 +604,13 @@ def _spawn(
                 plan = egress_plan(plan, session)
         launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
         if session is not None:
+            if "namespace:net" not in launched.enforced:  # the proxy would be one way out among many
+                launched.child.kill()
+                launched.child.wait()
+                raise IsolationUnavailable(
+                    f"backend {backend.name} ran without a network namespace of its own here, so an egress "
+                    "allowlist cannot be enforced; use a host with user namespaces"
+                )
             launched = attrs.evolve(launched, enforced=(*launched.enforced, session.claim()))
         elif plan.policy.egress_allow:
             launched = attrs.evolve(launched, missing=(*launched.missing, "network:allowlist"))
