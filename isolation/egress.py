@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -330,37 +331,90 @@ class EgressProxy:
         return up, index
 
     def _relay(self, a: socket.socket, b: socket.socket) -> tuple[int, int]:
-        """Copy both ways until both sides are done or idle too long; (a->b bytes, b->a bytes)."""
-        last = [time.monotonic()]
-        counts = [0, 0]
+        """Copy both ways until both sides are done, or nothing moved for `idle_timeout`;
+        returns (a->b bytes, b->a bytes). One thread, poll(), and splice() through a pipe per
+        direction, so the bytes never pass through Python (the throughput target of
+        benchmarks/bench_egress.py)."""
+        a.setblocking(False)
+        b.setblocking(False)
+        ways = [_Way(a, b), _Way(b, a)]
+        try:
+            while not all(w.done for w in ways):
+                poller = select.poll()
+                wanted: dict[int, int] = {}
+                for w in ways:
+                    fd, event = w.wants()
+                    if fd >= 0:
+                        wanted[fd] = wanted.get(fd, 0) | event
+                for fd, event in wanted.items():
+                    poller.register(fd, event)
+                if not poller.poll(int(self.limits.idle_timeout * 1000)):
+                    break  # idle too long
+                for w in ways:
+                    w.step()
+        except OSError:
+            pass
+        finally:
+            for w in ways:
+                w.close()
+        return ways[0].count, ways[1].count
 
-        def pump(src: socket.socket, dst: socket.socket, slot: int) -> None:
-            buf = bytearray(_BUF)
-            view = memoryview(buf)
-            src.settimeout(min(30.0, self.limits.idle_timeout))
+
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+
+class _Way:
+    """One direction of a relay: src -> pipe -> dst with splice(), the data staying in the kernel."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+        self.src, self.dst = src, dst
+        self.r, self.w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, _BUF)
+        self.pending = 0  # bytes in the pipe
+        self.eof = False
+        self.done = False
+        self.count = 0
+
+    def wants(self) -> tuple[int, int]:
+        if self.done:
+            return -1, 0
+        if self.pending:
+            return self.dst.fileno(), select.POLLOUT
+        return self.src.fileno(), select.POLLIN
+
+    def step(self) -> None:
+        if self.done:
+            return
+        if not self.pending and not self.eof:
             try:
-                while True:
-                    try:
-                        n = src.recv_into(buf)
-                    except TimeoutError:
-                        if time.monotonic() - last[0] > self.limits.idle_timeout:
-                            break
-                        continue
-                    if not n:
-                        break
-                    dst.sendall(view[:n])
-                    counts[slot] += n
-                    last[0] = time.monotonic()
-            except OSError:
-                pass
+                n = os.splice(self.src.fileno(), self.w, _BUF, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                n = -1
+            except OSError:  # reset by the peer: the end of this direction
+                n = 0
+            if n == 0:
+                self.eof = True
+            elif n > 0:
+                self.pending = n
+        while self.pending:
+            try:
+                m = os.splice(self.r, self.dst.fileno(), self.pending, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return
+            self.pending -= m
+            self.count += m
+        if self.eof:
+            self.done = True
             with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
+                self.dst.shutdown(socket.SHUT_WR)
 
-        other = threading.Thread(target=pump, args=(b, a, 1), name="isolation-egress-down", daemon=True)
-        other.start()
-        pump(a, b, 0)
-        other.join()
-        return counts[0], counts[1]
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.r = self.w = -1
+        self.done = True
 
 
 def _resolve(host: str, port: int) -> list[IPAddress]:
