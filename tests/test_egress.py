@@ -447,3 +447,26 @@ def test_without_an_allowlist_nothing_of_the_proxy_is_there(backend: str) -> Non
     assert "HTTP_PROXY" not in json.loads(res.stdout) and res.network_log == ()
     assert not any(c.startswith("network:allowlist") for c in res.enforced)
     assert shutil.which("curl")  # the allowed-path test uses it (.ci/run installs it)
+
+
+def test_the_install_example_reaches_only_its_index(backend: str, test_hosts: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    _simple_index(root / "simple", "egressdemo", "1.0")
+    os.chmod(tmp_path, 0o755)
+    srv = Recorder(test_hosts[PKGS], root)
+    target = tmp_path / "target"
+    try:
+        example = Path(__file__).resolve().parent.parent / "examples" / "install_deps.py"
+        env = {**os.environ, "NOETHER_ISOLATION": backend}
+        r = subprocess.run(
+            [sys.executable, str(example), "install", "egressdemo==1.0", str(target),
+             "--index-url", f"http://{PKGS}:{srv.port}/simple/", "--allow-local-addresses"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Successfully installed egressdemo-1.0" in r.stdout and (target / "egressdemo.py").exists()
+    network = [line for line in r.stdout.splitlines() if line.startswith("network: ")]
+    assert network and all(line.startswith(f"network: {PKGS}:{srv.port} -> 127.0.0.2: allowed") for line in network)
