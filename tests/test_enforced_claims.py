@@ -22,8 +22,8 @@ import pytest
 
 import isolation
 from isolation import IsolationPolicy, landlock
-from isolation.limits import MOUNT_BOUNDS, Limits
 from isolation.egress import MOUNT_DIR, PROXY_PORT, allowlist_digest, proxy_env
+from isolation.limits import MOUNT_BOUNDS, Limits
 from isolation.plan import build_plan
 from isolation.rlimits import RLIMIT_LIMITS
 from isolation.runner import RUNNER_LIMITS
