@@ -134,8 +134,9 @@ class EgressProxy:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 5.0  # one bound for all: a worker in connect() or getaddrinfo() ends on its own
         for t in workers:
-            t.join(5)
+            t.join(max(0.0, deadline - time.monotonic()))
         if self._listener is not None:
             self._listener.close()
             self._listener = None
