@@ -558,11 +558,13 @@ class EgressSession:
 
     def __init__(self, rules: tuple[EgressRule, ...], allow_local: bool, limits: ProxyLimits | None = None) -> None:
         self.proxy = EgressProxy(rules, allow_local, limits=limits)
-        helper = helper_path()
+        self.helper = helper_path()
         self.dir = tempfile.mkdtemp(prefix="isolation-egress-")
         try:
             os.chmod(self.dir, 0o711)  # traversable by the sandbox's user, not listable
-            shutil.copy2(helper, os.path.join(self.dir, "listen"))
+            # The mount point of the helper, bound over it read-only: never a copy, whose
+            # descriptor open for writing a concurrent fork could hold (execve: ETXTBSY).
+            os.close(os.open(os.path.join(self.dir, "listen"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
             self.sock_name = os.urandom(16).hex()
             self._unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             self._unix.bind(os.path.join(self.dir, self.sock_name))
@@ -645,11 +647,14 @@ def egress_plan(plan: SandboxPlan, session: EgressSession) -> SandboxPlan:
     the proxy variables set. The network namespace stays private (plan.network is False)."""
     env = dict(plan.env)
     env.update(proxy_env())
-    helper = os.path.join(session.dir, "listen")
+    mounts = (
+        Mount("ro-bind", MOUNT_DIR, source=session.dir, origin="network"),
+        Mount("ro-bind", f"{MOUNT_DIR}/listen", source=session.helper, origin="network"),
+    )
     return attrs.evolve(
         plan,
         argv=session.wrap_argv(plan.argv),
-        executable=(f"{MOUNT_DIR}/listen", helper),
-        mounts=(*plan.mounts, Mount("ro-bind", MOUNT_DIR, source=session.dir, origin="network")),
+        executable=(f"{MOUNT_DIR}/listen", session.helper),
+        mounts=(*plan.mounts, *mounts),
         env=tuple(env.items()),
     )

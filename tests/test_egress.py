@@ -470,3 +470,18 @@ def test_the_install_example_reaches_only_its_index(backend: str, test_hosts: di
     assert "Successfully installed egressdemo-1.0" in r.stdout and (target / "egressdemo.py").exists()
     network = [line for line in r.stdout.splitlines() if line.startswith("network: ")]
     assert network and all(line.startswith(f"network: {PKGS}:{srv.port} -> 127.0.0.2: allowed") for line in network)
+
+
+def test_allowlist_runs_start_reliably_among_concurrent_runs(backend: str, pkgs: Recorder) -> None:
+    """Runs with and without an allowlist started at once from several threads all start
+    (the helper is bound, never copied: a copy's descriptor open for writing, held by a
+    concurrent fork, made its execve fail with ETXTBSY)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    policy = allow(f"{PKGS}:{pkgs.port}", local=True)
+
+    def one(i: int) -> int:
+        return isolation.run(["/bin/true"], policy if i % 2 else IsolationPolicy(), backend=backend).returncode
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(160))) == [0] * 160
