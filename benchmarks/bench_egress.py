@@ -10,7 +10,9 @@
    connect); target: added time < 1 ms (medians).
 3. Runs without an allowlist: `/bin/true` with the strict policy, and what the
    allowlist code adds to such a run (the checks on its path), interleaved with
-   allowlist runs for scale.
+   allowlist runs for scale. With BENCH_BASELINE=DIR (a checkout without the
+   allowlist, extension built in place) the same plain runs are timed in
+   processes of this checkout and of DIR, alternating, side by side.
 
 Rounds are interleaved so machine noise hits all alike; BENCH_ROUNDS (default 3).
 """
@@ -176,7 +178,34 @@ def main() -> int:
         mp, me = statistics.median(t_plain) * 1e3, statistics.median(t_egress) * 1e3
         print(f"  {name}: /bin/true without an allowlist {mp:.2f} ms (the allowlist checks on its path: "
               f"{checks * 1e9:.0f} ns); with one {me:.2f} ms")  # fmt: skip
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for name in backends():
+            rows: dict[str, list[float]] = {"this checkout": [], baseline: []}
+            for _ in range(ROUNDS):
+                for label, path in (("this checkout", here), (baseline, baseline)):
+                    out = subprocess.run([sys.executable, "-c", PLAIN, name, "300"], capture_output=True, text=True,
+                                         check=True, env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+                    rows[label].append(float(out.stdout))
+            text = ", ".join(f"{k}: {' '.join(f'{v:.2f}' for v in vs)} ms" for k, vs in rows.items())
+            print(f"  {name}: /bin/true without an allowlist, medians per round: {text}")
     return 0 if p >= 0.7 * d and cp - cd < 1.0 else 1
+
+
+PLAIN = r"""
+import statistics, sys, time
+import isolation
+backend, n = sys.argv[1], int(sys.argv[2])
+for _ in range(20):
+    isolation.run(["/bin/true"], backend=backend)
+times = []
+for _ in range(n):
+    start = time.perf_counter()
+    isolation.run(["/bin/true"], backend=backend)
+    times.append(time.perf_counter() - start)
+print(statistics.median(times) * 1e3)
+"""
 
 
 if __name__ == "__main__":
