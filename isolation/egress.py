@@ -573,6 +573,7 @@ class EgressSession:
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
+        self.handed_over = False  # whether the helper's listener arrived (the command runs only after)
         self._thread = threading.Thread(target=self._take_listener, name="isolation-egress-handover", daemon=True)
         self._closed = threading.Event()
         self._thread.start()
@@ -599,6 +600,7 @@ class EgressSession:
                         continue
                     self._unix.close()  # exactly one listener: nobody else can hand one over
                     self.proxy.serve(listener)
+                    self.handed_over = True
                     conn.sendall(b"k")  # the helper may now execute the command
                 return
         except OSError:

@@ -742,6 +742,10 @@ def _run(
             sinks.append(sink)
         timed_out = sb._pump(feed, sinks, None if timeout is None else start + timeout, signals_fd)
         out, err = _captured(sinks, sb.stdout, sb.stderr)
+        if sb.egress is not None and not sb.egress.handed_over and not timed_out:
+            # The helper ended before the hand-over: the command was never executed.
+            detail = err.decode(errors="replace").strip()[-500:] or f"exit status {sb.wait()}"
+            raise SandboxSetupError(f"egress setup failed inside the sandbox: {detail}", step="egress")
         cut = [s for s in sinks if s.dropped and not s.kill_past]
         if truncated_streams is not None:
             truncated_streams += [(s.name, s.kept, s.dropped) for s in cut]

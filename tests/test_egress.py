@@ -485,3 +485,27 @@ def test_allowlist_runs_start_reliably_among_concurrent_runs(backend: str, pkgs:
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(one, range(160))) == [0] * 160
+
+
+def test_a_failed_hand_over_is_a_setup_error_and_the_command_never_runs(backend: str, tmp_path: Path) -> None:
+    """The helper cannot reach the caller (its socket path broken here): SandboxSetupError
+    naming the step, and the command is never executed."""
+    from isolation import egress
+
+    marker = tmp_path / "ran"
+    os.chmod(tmp_path, 0o777)
+    policy = allow("pkgs.test-isolation.internal").with_write(str(tmp_path))
+    real = egress.EgressSession.wrap_argv
+
+    def broken(self: egress.EgressSession, argv: tuple[str, ...]) -> tuple[str, ...]:
+        inner = real(self, argv)
+        return (inner[0], inner[1] + ".missing", *inner[2:])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(egress.EgressSession, "wrap_argv", broken)
+        with pytest.raises(isolation.SandboxSetupError, match="egress setup failed.*at connect"):
+            isolation.run(["sh", "-c", f"touch {marker}"], policy, backend=backend, timeout=60)
+    assert not marker.exists()
+    # Control: unbroken, the same command runs.
+    assert isolation.run(["sh", "-c", f"touch {marker}"], policy, backend=backend, timeout=60).returncode == 0
+    assert marker.exists()
