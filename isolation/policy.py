@@ -299,14 +299,37 @@ class IsolationPolicy:
 
 
 def python_paths() -> tuple[str, ...]:
-    """Host directories that hold the running interpreter and its libraries."""
+    """Host directories that hold the running interpreter and what it needs: its
+    prefixes (the standard library; a venv's pyvenv.cfg and packages), the directory
+    of its executable, and the directory of the libpython it has loaded (a shared
+    build may keep it apart, e.g. LD_LIBRARY_PATH or an rpath). The system view
+    covers /usr; the rest is what `with_python()` binds, so `sys.version`,
+    `sys.prefix` and the packages inside are the caller's."""
+    candidates = [sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix]
+    candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
+    candidates += [os.path.dirname(p) for p in _loaded_libpython()]
     paths: list[str] = []
-    for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
+    for p in candidates:
         p = os.path.realpath(p)
-        if is_within(p, "/usr") or any(is_within(p, q) for q in paths):
+        if not p or is_within(p, "/usr") or any(is_within(p, q) for q in paths):
             continue
         paths = [q for q in paths if not is_within(q, p)] + [p]
     return tuple(paths)
+
+
+def _loaded_libpython() -> list[str]:
+    """Host paths of the libpython shared objects mapped into this process (none for a static build)."""
+    found: list[str] = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if path.startswith("/") and os.path.basename(path).startswith("libpython") and path not in found:
+                    found.append(path)
+    except OSError:
+        pass
+    return found
 
 
 STRICT = IsolationPolicy()
