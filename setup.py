@@ -3,6 +3,8 @@
 - `isolation._native`: the cffi extension (native/build.py, sandbox.c).
 - `isolation/_isolation_init`: a small static program that becomes pid 1 of
   each native sandbox (native/init.c), built next to the extension.
+- `isolation/_isolation_egress`: the first program of a sandbox with an egress
+  allowlist (native/egress_listen.c), for both backends.
 - `isolation/_isolation_exec`: the static program bubblewrap executes in a
   bwrap sandbox, which reports whether the command's execve happened
   (native/bwrap_exec.c).
@@ -18,6 +20,9 @@ from setuptools.command.build_ext import build_ext
 
 INIT_SOURCES = [os.path.join("native", "init.c"), os.path.join("native", "worker.c")]
 INIT_NAME = "_isolation_init"
+# The egress helper: made the first program of a sandbox with an allowlist (native/egress_listen.c).
+EGRESS_SOURCES = [os.path.join("native", "egress_listen.c")]
+EGRESS_NAME = "_isolation_egress"
 EXEC_SOURCES = [os.path.join("native", "bwrap_exec.c")]
 EXEC_NAME = "_isolation_exec"
 
@@ -38,12 +43,15 @@ class BuildExtWithInit(build_ext):
         objects = self.compiler.compile(EXEC_SOURCES, output_dir=self.build_temp, macros=macros, extra_postargs=cflags)
         lflags = ["-static", *(["-nostdlib", "-no-pie"] if nolibc else [])]
         self.compiler.link_executable(objects, EXEC_NAME, output_dir=out_dir, extra_postargs=lflags)
+        objects = self.compiler.compile(EGRESS_SOURCES, output_dir=self.build_temp, extra_postargs=["-O2", "-Wall"])
+        self.compiler.link_executable(objects, EGRESS_NAME, output_dir=out_dir, extra_postargs=["-static"])
 
     def get_outputs(self) -> list[str]:
         return [
             *super().get_outputs(),
             os.path.join(self.build_lib, "isolation", INIT_NAME),
             os.path.join(self.build_lib, "isolation", EXEC_NAME),
+            os.path.join(self.build_lib, "isolation", EGRESS_NAME),
         ]
 
 

@@ -1,9 +1,13 @@
-"""Install a local wheel or sdist with pip in a sandbox; the package's build step runs there too.
+"""Install a package with pip in a sandbox; the package's build step runs there too.
 
     python examples/install_deps.py make-demo DIR [--secret FILE] [--connect PORT]   # prints the sdist's path
     python examples/install_deps.py install PACKAGE_FILE TARGET_DIR [--network]
+    python examples/install_deps.py install REQUIREMENT TARGET_DIR --index-url URL [--allow-local-addresses]
 
-pip runs with ``--no-index`` (only the given file) and ``--no-build-isolation``
+With --index-url the sandbox reaches the index's host and nothing else: an egress
+allowlist naming only that host (docs/network.md); every destination pip or the
+build step asked for is printed, allowed or refused. Without it, pip runs with
+``--no-index`` (only the given file) and ``--no-build-isolation``
 (the build backend's requirements must already be installed), and installs into
 TARGET_DIR. The sandbox may write only TARGET_DIR (plus its own private /tmp
 and /work), reads the package's directory and the running Python read-only,
@@ -24,19 +28,40 @@ import json
 import os
 import sys
 import tarfile
+import urllib.parse
 
 import isolation
 from isolation import FsRead, FsWrite, IsolationPolicy, Network
 
 
-def install(package: str, target: str, *, network: bool = False) -> isolation.RunResult:
-    package, target = os.path.realpath(package), os.path.realpath(target)
+def install(
+    package: str,
+    target: str,
+    *,
+    network: bool = False,
+    index_url: str | None = None,
+    allow_local_addresses: bool = False,
+) -> isolation.RunResult:
+    target = os.path.realpath(target)
     os.makedirs(target, exist_ok=True)
-    effects: list[object] = [FsRead(os.path.dirname(package)), FsWrite(target)]
+    effects: list[object] = [FsWrite(target)]
+    if index_url is not None:  # a requirement from the index: only the index's host is reachable
+        url = urllib.parse.urlsplit(index_url)
+        if not url.hostname:
+            raise SystemExit(f"--index-url {index_url!r} names no host")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        effects.append(Network(allow=(f"{url.hostname}:{port}",)))
+        source = ["--index-url", index_url, *(["--trusted-host", url.hostname] if url.scheme == "http" else [])]
+    else:
+        package = os.path.realpath(package)
+        effects.append(FsRead(os.path.dirname(package)))
+        source = ["--no-index"]
     if network:
         effects.append(Network)
     policy = IsolationPolicy.from_effects(effects).with_python()
-    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
+    if allow_local_addresses:
+        policy = policy.evolve(allow_local_addresses=True)
+    cmd = [sys.executable, "-m", "pip", "install", *source, "--no-deps", "--no-build-isolation",
            "--no-cache-dir", "--disable-pip-version-check", "--target", target, package]  # fmt: skip
     return isolation.run(cmd, policy, timeout=300)
 
@@ -132,17 +157,30 @@ def main() -> int:
     p_install.add_argument("package")
     p_install.add_argument("target")
     p_install.add_argument("--network", action="store_true", help="let pip and the build reach the network")
+    p_install.add_argument("--index-url", metavar="URL", help="install REQUIREMENT from this index, reaching only it")
+    p_install.add_argument(
+        "--allow-local-addresses", action="store_true", help="the index may be on a local address (an intranet mirror)"
+    )
     args = parser.parse_args()
     if args.command == "make-demo":
         print(make_demo(args.directory, secret=args.secret, port=args.connect))
         return 0
-    res = install(args.package, args.target, network=args.network)
+    res = install(
+        args.package,
+        args.target,
+        network=args.network,
+        index_url=args.index_url,
+        allow_local_addresses=args.allow_local_addresses,
+    )
     sys.stdout.write(res.stdout.decode(errors="replace"))
     sys.stdout.flush()
     sys.stderr.write(res.stderr.decode(errors="replace"))
     sys.stderr.flush()
     print(f"pip exited {res.returncode} after {res.duration:.1f}s (backend {res.backend})")
     print(f"{args.target} now holds: {', '.join(sorted(os.listdir(args.target)))}")
+    for rec in res.network_log:
+        verdict = "allowed" if rec.allowed else "REFUSED"
+        print(f"network: {rec.host}:{rec.port} -> {rec.address or '-'}: {verdict} ({rec.rule})")
     report = os.path.join(args.target, "demo_pkg", "build_report.json")
     if os.path.exists(report):
         with open(report) as f:

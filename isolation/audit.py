@@ -21,6 +21,7 @@ from typing import Any
 
 from isolation.backends import Backend, Enforcement, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
+from isolation.egress import PROXY_ADDR, allowlist_digest, proxy_env
 from isolation.errors import PolicyError
 from isolation.plan import SECRET_HINTS, SandboxPlan, build_plan, owner_warnings, writer_uid
 from isolation.policy import DEFAULT_ENV_ALLOWLIST, IsolationPolicy
@@ -46,6 +47,8 @@ def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enfor
     record.update(plan.to_dict())
     record["env_passed_secret_like"] = [k for k, v in plan.env if k not in _LOGGED_VALUES and _secret_like(k, v)]
     record["limits"] = limits_record(plan.policy, backend)
+    if plan.policy.egress_allow:
+        record["egress"] = egress_record(plan.policy)
     if backend.name == "none":
         record["isolation"] = "NONE: the command runs on the host; nothing below is enforced except the environment"
     if backend.name == "bwrap":  # one rung: the namespaced sandbox, or a refusal
@@ -57,6 +60,17 @@ def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enfor
     if backend.name != "none":
         record["warnings"] = owner_warnings(plan, writer_uid(record.get("rung")))
     return record
+
+
+def egress_record(policy: IsolationPolicy) -> dict[str, Any]:
+    """The allowlist as a run enforces it: entries, the claim naming it, the proxy and its variables."""
+    return {
+        "allow": [str(r) for r in policy.egress_allow],
+        "allow_local_addresses": policy.allow_local_addresses,
+        "claim": f"network:allowlist:sha256={allowlist_digest(policy.egress_allow, policy.allow_local_addresses)}",
+        "proxy": PROXY_ADDR,
+        "env": dict(proxy_env()),
+    }
 
 
 def _secret_like(name: str, value: str) -> bool:
@@ -142,6 +156,8 @@ def audit_record(
             missing=list(result.missing),
             truncated=result.output_truncated,
         )
+        if result.network_log:  # each destination asked for, allowed or refused, with the rule
+            record["network_log"] = [r.to_dict() for r in result.network_log]
     else:
         record.update(returncode=None, outcome="refused", duration=0.0, enforced=[], missing=[], truncated=False)
     if error is not None:

@@ -69,6 +69,19 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
         help="expose the Python running isolation (its prefixes and libpython) read-only, as policy.with_python()",
     )
     p.add_argument("--env", action="append", default=[], metavar="NAME", help="pass variable NAME from the caller")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="PATTERN[:PORT[,PORT...]]",
+        help="reach this destination through the egress proxy (name, *.suffix, IP or CIDR; ports default "
+        "to 443,80); repeatable; the sandbox keeps its own network namespace (docs/network.md)",
+    )
+    p.add_argument(
+        "--allow-local-addresses",
+        action="store_true",
+        help="let allowed names resolve to loopback, link-local and private addresses (intranet mirrors, tests)",
+    )
     p.add_argument("--policy", metavar="FILE", help="start from the JSON policy in FILE")
     p.add_argument("--profile", metavar="NAME", help="start from profile NAME (isolation.toml or --profile-file)")
     p.add_argument("--profile-file", metavar="FILE", help="the TOML file holding --profile (default: ./isolation.toml)")
@@ -127,6 +140,11 @@ def _policy(args: argparse.Namespace) -> IsolationPolicy:
         network=policy.network or derived.network,
         env_allowlist=(*policy.env_allowlist, *args.env),
     )
+    if args.allow_host or args.allow_local_addresses:
+        policy = policy.evolve(
+            egress_allow=(*policy.egress_allow, *args.allow_host),
+            allow_local_addresses=policy.allow_local_addresses or args.allow_local_addresses,
+        )
     if args.python:
         policy = policy.with_python()
     if args.read:
@@ -209,7 +227,15 @@ def _print_plan(record: dict[str, Any]) -> None:
             out(f"           the sandbox's PATH would run another file: {prog['path_added']} is put first in it\n")
     out(f"cwd:       {record['cwd']}    uid/gid: {record['uid']}/{record['gid']}\n")
     net = "shared with the host (Network)" if record["network"] else "none (private namespace, loopback only)"
+    egress = record.get("egress")
+    if egress:
+        net = f"private namespace, no route out; egress proxy at {egress['proxy']} allows only:"
     out(f"network:   {net}\n")
+    if egress:
+        for entry in egress["allow"]:
+            out(f"  {entry}\n")
+        local = "allowed" if egress["allow_local_addresses"] else "refused unless an IP/CIDR entry names them"
+        out(f"  local addresses (loopback, link-local, private): {local}\n")
     out("mounts (applied in order):\n" if record["mounts"] else "mounts:    none (no mount namespace)\n")
     for m in record["mounts"]:
         src = f" <- {m['source']}" if m["source"] and m["kind"] in ("ro-bind", "rw-bind") else ""
@@ -292,6 +318,7 @@ def _result_json(res: Any) -> dict[str, Any]:
         "limits_hit": list(res.limits_hit),
         "cpu_time": res.cpu_time,
         "peak_rss": res.peak_rss,
+        "network_log": [r.to_dict() for r in res.network_log],
         "stdout": res.stdout.decode("utf-8", "backslashreplace"),
         "stderr": res.stderr.decode("utf-8", "backslashreplace"),
     }

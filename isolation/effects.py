@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import attrs
 
+from isolation.egress_rules import parse_rules
 from isolation.errors import PolicyError
 
 
@@ -59,10 +60,22 @@ class Cost:
     name: ClassVar[str] = "cost"
 
 
+def _allow_tuple(items: Iterable[str]) -> tuple[str, ...]:
+    """Validated and canonical at construction: a typo fails where it is written."""
+    return tuple(str(r) for r in parse_rules(items))
+
+
 @attrs.frozen
 class Network:
-    """Needs the network: the sandbox shares the host's network namespace."""
+    """Needs the network.
 
+    Bare (``Network`` or ``Network()``): the sandbox shares the host's network
+    namespace. With ``allow=("pypi.org", "*.pythonhosted.org:443", ...)``: the
+    sandbox keeps its own network namespace (no route out) and reaches only the
+    listed destinations, through an egress proxy (docs/network.md).
+    """
+
+    allow: tuple[str, ...] = attrs.field(default=(), converter=_allow_tuple)
     name: ClassVar[str] = "network"
 
 

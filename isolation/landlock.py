@@ -27,6 +27,7 @@ import functools
 
 import attrs
 
+from isolation.egress_rules import PROXY_PORT
 from isolation.plan import Mount, SandboxPlan
 
 EXECUTE = 1 << 0
@@ -104,6 +105,7 @@ class Ruleset:
     net: int
     scoped: int
     rules: tuple[Rule, ...]
+    net_port: int = 0  # > 0: the TCP port bind and connect stay allowed on (the egress proxy's, inside)
 
     @property
     def attr_size(self) -> int:
@@ -154,7 +156,10 @@ def ruleset_for(plan: SandboxPlan, abi: int, *, unlisted: frozenset[str] = froze
     `unlisted` drops rules for those sandbox paths: an internal hook the tests
     use to show that Landlock, not the mount table, denies them.
     """
-    return _ruleset(plan.mounts, plan.network, abi, unlisted)
+    rs = _ruleset(plan.mounts, plan.network, abi, unlisted)
+    if rs.net and plan.policy.egress_allow:
+        rs = attrs.evolve(rs, net_port=PROXY_PORT)
+    return rs
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from isolation.effects import EffectSet, FsRead, FsWrite, Network
+from isolation.egress_rules import EgressRule, parse_rules
 from isolation.errors import PolicyError
 from isolation.limits import Limits
 from isolation.paths import (
@@ -77,6 +78,10 @@ class IsolationPolicy:
     seccomp: str = "default"
     unsafe_no_seccomp: bool = False
     limits: Limits = attrs.field(factory=Limits)
+    # Egress by allowlist (docs/network.md): with entries, the sandbox keeps its own network
+    # namespace and reaches only these destinations through the caller's proxy.
+    egress_allow: tuple[EgressRule, ...] = attrs.field(default=(), converter=parse_rules)
+    allow_local_addresses: bool = False
 
     def __attrs_post_init__(self) -> None:
         for field_name in ("ro_binds", "rw_binds"):
@@ -97,6 +102,7 @@ class IsolationPolicy:
         if not isinstance(self.network, bool):
             raise PolicyError(f"network: expected true or false, got {self.network!r}")
         object.__setattr__(self, "env_allowlist", tuple(dict.fromkeys(_env_name(n) for n in self.env_allowlist)))
+        self._check_egress()
         self._check_seccomp()
         if not isinstance(self.limits, Limits):
             raise PolicyError(f"limits: expected Limits, got {self.limits!r}")
@@ -105,6 +111,25 @@ class IsolationPolicy:
             if targets.get(b.sandbox, b.host) != b.host:
                 raise PolicyError(f"two different host paths are bound at {b.sandbox}")
             targets[b.sandbox] = b.host
+
+    @property
+    def egress(self) -> bool:
+        """Whether the sandbox reaches the network through the allowlist proxy."""
+        return bool(self.egress_allow)
+
+    def _check_egress(self) -> None:
+        if not isinstance(self.allow_local_addresses, bool):
+            raise PolicyError(f"allow_local_addresses: expected true or false, got {self.allow_local_addresses!r}")
+        if self.network and self.egress_allow:
+            raise PolicyError(
+                "egress_allow: network=True already shares the host network, an allowlist would not restrict it; "
+                "drop network (bare Network / --effect network) to reach only the listed hosts"
+            )
+        if self.allow_local_addresses and not self.egress_allow:
+            raise PolicyError(
+                "allow_local_addresses only applies to an egress allowlist; add entries with egress_allow "
+                "(Network(allow=...), --allow-host) or drop it"
+            )
 
     def _check_seccomp(self) -> None:
         """Normalize the profile choice; turning the filter off must be spelled out twice."""
@@ -129,7 +154,9 @@ class IsolationPolicy:
     ) -> IsolationPolicy:
         """Derive the sandbox from declared effects.
 
-        `Network` shares the host network; `FsRead(p)` binds `p` read-only and
+        `Network` shares the host network; `Network(allow=...)` keeps the sandbox's own
+        network namespace and allows the listed destinations through the egress proxy
+        (allowlists of several effects merge); `FsRead(p)` binds `p` read-only and
         `FsWrite(p)` read-write at the same path. Every other effect leaves the
         strict baseline: no network, no host paths beyond the system view.
         No effect relaxes the syscall filter: every derived policy gets the
@@ -140,7 +167,17 @@ class IsolationPolicy:
         ro = [Bind.same(e.path) for e in es if isinstance(e, FsRead)]
         rw = [Bind.same(e.path) for e in es if isinstance(e, FsWrite)]
         allow = DEFAULT_ENV_ALLOWLIST if env_allowlist is None else (*DEFAULT_ENV_ALLOWLIST, *env_allowlist)
-        return cls(ro_binds=ro, rw_binds=rw, network=Network() in es.effects, env_allowlist=allow, work_host=work_host)
+        host_network = Network() in es.effects
+        # Several allowlists merge; a bare Network among them is the host network, which holds them all.
+        egress = () if host_network else [a for e in es if isinstance(e, Network) for a in e.allow]
+        return cls(
+            ro_binds=ro,
+            rw_binds=rw,
+            network=host_network,
+            env_allowlist=allow,
+            work_host=work_host,
+            egress_allow=egress,
+        )
 
     def evolve(self, **changes: Any) -> IsolationPolicy:
         return attrs.evolve(self, **changes)
@@ -191,6 +228,8 @@ class IsolationPolicy:
             "seccomp": self.seccomp,
             **({"unsafe_no_seccomp": True} if self.unsafe_no_seccomp else {}),
             "limits": self.limits.to_dict(),
+            **({"egress_allow": [str(r) for r in self.egress_allow]} if self.egress_allow else {}),
+            **({"allow_local_addresses": True} if self.allow_local_addresses else {}),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -201,7 +240,7 @@ class IsolationPolicy:
         if not isinstance(data, dict):
             raise PolicyError(f"policy: expected a JSON object, got {type(data).__name__}")
         known = {"schema", "ro_binds", "rw_binds", "work_host", "network", "env_allowlist", "seccomp"}
-        known |= {"unsafe_no_seccomp", "limits"}
+        known |= {"unsafe_no_seccomp", "limits", "egress_allow", "allow_local_addresses"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {', '.join(unknown)}")
@@ -234,6 +273,12 @@ class IsolationPolicy:
             kwargs["unsafe_no_seccomp"] = data["unsafe_no_seccomp"]
         if "limits" in data:
             kwargs["limits"] = Limits.from_dict(data["limits"])
+        if "egress_allow" in data:
+            if not isinstance(data["egress_allow"], list):
+                raise PolicyError('policy: egress_allow must be a list of entries, e.g. ["pypi.org", "*.x.org:443"]')
+            kwargs["egress_allow"] = data["egress_allow"]
+        if "allow_local_addresses" in data:
+            kwargs["allow_local_addresses"] = data["allow_local_addresses"]
         return cls(**kwargs)
 
     @classmethod

@@ -13,6 +13,9 @@ naming the file, the line and the key, because a typo in a sandbox definition
     work = "."                             # bound at /work (default: a private empty /work)
     env = ["PIP_INDEX_URL"]                # added to the default allowlist
     seccomp = "default"
+    # instead of effects = ["network"]: only these destinations, through the egress proxy
+    # egress_allow = ["pypi.org", "*.pythonhosted.org:443"]
+    # allow_local_addresses = false
 
     [profile.build.limits]
     memory = "2G"
@@ -37,7 +40,19 @@ from isolation.policy import DEFAULT_ENV_ALLOWLIST, Bind, IsolationPolicy
 DEFAULT_FILE = "isolation.toml"
 
 TOP_KEYS = ("profile",)
-PROFILE_KEYS = ("description", "effects", "read", "write", "work", "env", "seccomp", "unsafe_no_seccomp", "limits")
+PROFILE_KEYS = (
+    "description",
+    "effects",
+    "read",
+    "write",
+    "work",
+    "env",
+    "seccomp",
+    "unsafe_no_seccomp",
+    "limits",
+    "egress_allow",
+    "allow_local_addresses",
+)
 BIND_KEYS = ("host", "sandbox")
 LIMIT_KEYS = tuple(f.name for f in attrs.fields(Limits))
 
@@ -146,7 +161,9 @@ def _profile(ctx: _Context, name: str, body: object) -> Profile:
     }
     if "work" in body:
         kwargs["work_host"] = ctx.path((*key, "work"), body["work"])
-    for field in ("seccomp", "unsafe_no_seccomp"):
+    if "egress_allow" in body:
+        kwargs["egress_allow"] = _list(ctx, (*key, "egress_allow"), body["egress_allow"])
+    for field in ("seccomp", "unsafe_no_seccomp", "allow_local_addresses"):
         if field in body:
             kwargs[field] = body[field]
     if "limits" in body:
@@ -164,7 +181,10 @@ def _profile(ctx: _Context, name: str, body: object) -> Profile:
         field = _field_of(str(exc))
         raise ctx.error((*key, field) if field in body else key, str(exc)) from None
     # Path effects become the binds they imply, so `effects` reflects the whole profile.
-    all_effects = effects.union([*(FsRead(b.host) for b in ro), *(FsWrite(b.host) for b in rw)])
+    implied: list[object] = [*(FsRead(b.host) for b in ro), *(FsWrite(b.host) for b in rw)]
+    if policy.egress_allow:
+        implied.append(Network(allow=tuple(str(r) for r in policy.egress_allow)))
+    all_effects = effects.union(implied)
     line = ctx.lines.line_of(key)
     return Profile(name, policy, all_effects, description, f"{ctx.source}:{line}" if line else ctx.source)
 

@@ -19,6 +19,29 @@ class Usage:
 
 
 @attrs.frozen
+class NetworkRecord:
+    """One destination the sandbox asked its egress proxy for (docs/network.md).
+
+    `host` and `port` as asked; `address` the address connected to (or the one refused,
+    None when nothing was resolved); `allowed` with `rule`: the entry that allowed it, or
+    why it was refused. `sent`/`received`: bytes from the sandbox to the destination and back.
+    """
+
+    protocol: str  # "connect" (HTTP CONNECT), "http" (plain-HTTP forwarding) or "socks5"
+    host: str
+    port: int
+    address: str | None
+    allowed: bool
+    rule: str
+    sent: int = 0
+    received: int = 0
+    time: float = 0.0  # when it was asked (seconds since the epoch)
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
 class RunResult:
     """`returncode` follows subprocess: >= 0 exit status, -N killed by signal N.
 
@@ -51,6 +74,8 @@ class RunResult:
     # (docs/limits.md says what each backend covers). `duration` is the wall time.
     cpu_time: float | None = None
     peak_rss: int | None = None
+    # With an egress allowlist: every destination asked for, allowed or refused, in order.
+    network_log: tuple[NetworkRecord, ...] = ()
 
     @property
     def ok(self) -> bool:

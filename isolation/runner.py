@@ -26,12 +26,13 @@ from isolation.backends import (
     warn_unisolated,
 )
 from isolation.backends.none import NoneBackend
+from isolation.egress import EgressSession, egress_plan
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
 from isolation.paths import is_executable_file
 from isolation.plan import SandboxPlan, build_plan, program_still_found
 from isolation.policy import IsolationPolicy
-from isolation.result import Outcome, RunResult, Usage
+from isolation.result import NetworkRecord, Outcome, RunResult, Usage
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -147,10 +148,17 @@ class Sandbox:
         # A backend that knows the sandbox's end first offers a descriptor for it; else a pidfd.
         self._pidfd = -1 if hasattr(self._child, "exit_fd") else os.pidfd_open(self._child.pid)
         self._discarder: threading.Thread | None = None
+        self.egress: EgressSession | None = None  # the allowlist's proxy, closed with the sandbox
+        self._network_log: tuple[NetworkRecord, ...] = ()
         if discard:  # DEVNULL outputs: read and dropped until the sandbox's end
             self._discarder = threading.Thread(target=_discard, args=(tuple(discard),), name="isolation-devnull")
             self._discarder.daemon = True
             self._discarder.start()
+
+    @property
+    def network_log(self) -> tuple[NetworkRecord, ...]:
+        """What the sandbox asked its egress proxy for so far (all of it once closed)."""
+        return self.egress.proxy.log if self.egress is not None else self._network_log
 
     @property
     def pid(self) -> int:
@@ -394,6 +402,9 @@ class Sandbox:
         if self._discarder is not None:  # at EOF now, unless a straggler of backend none holds the pipe
             self._discarder.join(_DRAIN_GRACE)
         self._closed = True
+        if self.egress is not None:
+            self._network_log = self.egress.close()
+            self.egress = None
         release = getattr(self._child, "release", None)
         if release is not None:
             release()
@@ -553,6 +564,7 @@ def _spawn(
 
     parent_ends: dict[str, IO[bytes]] = {}
     discard: list[IO[bytes]] = []
+    session: EgressSession | None = None
     child_fds: list[int] = []
     to_close: list[int] = []
     try:
@@ -579,8 +591,25 @@ def _spawn(
             return _fd_of(spec)
 
         child_fds = [child_end("stdin", stdin, 0), child_end("stdout", stdout, 1), child_end("stderr", stderr, 2)]
+        if plan.policy.egress_allow:  # the allowlist's proxy, and the plan that reaches it (docs/network.md)
+            session = _egress_session(backend, plan, opts.enforcement)
+            if session is not None:
+                plan = egress_plan(plan, session)
         launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
+        if session is not None:
+            if "namespace:net" not in launched.enforced:  # the proxy would be one way out among many
+                launched.child.kill()
+                launched.child.wait()
+                raise IsolationUnavailable(
+                    f"backend {backend.name} ran without a network namespace of its own here, so an egress "
+                    "allowlist cannot be enforced; use a host with user namespaces"
+                )
+            launched = attrs.evolve(launched, enforced=(*launched.enforced, session.claim()))
+        elif plan.policy.egress_allow:
+            launched = attrs.evolve(launched, missing=(*launched.missing, "network:allowlist"))
     except BaseException as exc:
+        if session is not None:
+            session.close()
         for f in (*parent_ends.values(), *discard):
             f.close()
         if isinstance(exc, OSError):  # the caller ran out of descriptors or processes
@@ -592,15 +621,32 @@ def _spawn(
     if unenforceable:
         launched = attrs.evolve(launched, missing=(*launched.missing, *(f"limit:{n}" for n in unenforceable)))
     try:
-        return Sandbox(argv, backend.name, launched, parent_ends, discard)
+        sb = Sandbox(argv, backend.name, launched, parent_ends, discard)
+        sb.egress = session
+        return sb
     except BaseException as exc:
         launched.child.kill()
         launched.child.wait()
+        if session is not None:
+            session.close()
         for f in (*parent_ends.values(), *discard):
             f.close()
         if isinstance(exc, OSError):
             raise _setup_error(exc) from exc
         raise
+
+
+def _egress_session(backend: Backend, plan: SandboxPlan, enforcement: Enforcement) -> EgressSession | None:
+    """The proxy for a run with an allowlist; None where the backend cannot keep it (backend
+    none: the command shares the host's network; strict refuses that)."""
+    if isinstance(backend, NoneBackend):
+        if enforcement == "strict":
+            raise IsolationUnavailable(
+                "backend none runs on the host's network and cannot enforce an egress allowlist; use native or "
+                "bwrap, or pass enforcement='best_effort' (CLI --best-effort) to run without it"
+            )
+        return None
+    return EgressSession(plan.policy.egress_allow, plan.policy.allow_local_addresses)
 
 
 def _setup_error(exc: OSError) -> SandboxSetupError:
@@ -689,6 +735,10 @@ def _run(
             sinks.append(sink)
         timed_out = sb._pump(feed, sinks, None if timeout is None else start + timeout, signals_fd)
         out, err = _captured(sinks, sb.stdout, sb.stderr)
+        if sb.egress is not None and not sb.egress.handed_over and not timed_out:
+            # The helper ended before the hand-over: the command was never executed.
+            detail = err.decode(errors="replace").strip()[-500:] or f"exit status {sb.wait()}"
+            raise SandboxSetupError(f"egress setup failed inside the sandbox: {detail}", step="egress")
         cut = [s for s in sinks if s.dropped and not s.kill_past]
         if truncated_streams is not None:
             truncated_streams += [(s.name, s.kept, s.dropped) for s in cut]
@@ -738,6 +788,9 @@ def _result(
     policy: IsolationPolicy,
 ) -> RunResult:
     rc = sb.wait()
+    if sb.egress is not None:  # the proxy's log is complete once its relays have ended
+        sb._network_log = sb.egress.close()
+        sb.egress = None
     usage = sb.usage()
     sig = sb.term_signal
     outcome, hits = _ending(sig, timed_out, truncated, policy.limits, usage)
@@ -759,6 +812,7 @@ def _result(
         limits_hit=hits,
         cpu_time=None if usage is None else usage.cpu_time,
         peak_rss=None if usage is None else usage.peak_rss,
+        network_log=sb.network_log,
     )
 
 

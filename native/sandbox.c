@@ -118,6 +118,13 @@ struct iso_landlock_path_beneath_attr {
 } __attribute__((packed));
 
 #define ISO_LANDLOCK_RULE_PATH_BENEATH 1
+
+struct iso_landlock_net_port_attr {
+    uint64_t allowed_access;
+    uint64_t port;
+} __attribute__((packed));
+
+#define ISO_LANDLOCK_RULE_NET_PORT 2
 /* Rights that make sense on a file (the rest only on directories). */
 #define ISO_LANDLOCK_FILE_RIGHTS ((1ULL << 0) | (1ULL << 1) | (1ULL << 2) | (1ULL << 14) | (1ULL << 15))
 
@@ -692,6 +699,15 @@ static int build_ruleset(const struct iso_config *cfg)
         CHECK(syscall(ISO_SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_PATH_BENEATH, &pb, 0),
               "landlock_add_rule", r->path);
         close(fd);
+    }
+    if (cfg->landlock_port > 0 && cfg->landlock_net) {
+        /* The egress proxy's port inside the sandbox's own namespace: its listener holds it. */
+        struct iso_landlock_net_port_attr np = {
+            .allowed_access = cfg->landlock_net,
+            .port = (uint64_t)cfg->landlock_port,
+        };
+        CHECK(syscall(ISO_SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_NET_PORT, &np, 0),
+              "landlock_add_rule", "tcp port");
     }
     return ruleset;
 }

@@ -72,6 +72,7 @@ struct iso_config {
     uint64_t landlock_fs;     /* handled_access_fs */
     uint64_t landlock_net;    /* handled_access_net (0: network not restricted) */
     uint64_t landlock_scoped;
+    int landlock_port;        /* > 0: the one TCP port bind/connect stay allowed on (egress proxy) */
     const struct iso_rule *rules;
     int n_rules;
     const void *bpf;          /* struct sock_filter[] from libseccomp */

@@ -22,6 +22,7 @@ import pytest
 
 import isolation
 from isolation import IsolationPolicy, landlock
+from isolation.egress import MOUNT_DIR, PROXY_PORT, allowlist_digest, proxy_env
 from isolation.limits import MOUNT_BOUNDS, Limits
 from isolation.plan import build_plan
 from isolation.rlimits import RLIMIT_LIMITS
@@ -67,6 +68,11 @@ def whiteout():  # a 0:0 character device needs no CAP_MKNOD; Landlock's make_ch
     os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(0, 0))
     os.unlink(p)
 
+def tcp_connect(port):
+    with socket.socket() as s:
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+
 def pty():
     master, slave = os.openpty()
     os.close(master)
@@ -108,6 +114,8 @@ print(json.dumps({
     "whiteout": outcome(whiteout),
     "tcp_bind": outcome(tcp_bind),
     "abstract_connect": outcome(abstract_connect),
+    "proxy_connect": outcome(lambda: tcp_connect(PROXY_PORT)),  # the egress proxy's port, inside
+    "loopback_connect": outcome(lambda: tcp_connect(9)),  # a port nothing listens on
     "kill_pid1": outcome(lambda: os.kill(1, 0)),
     "mounts": mounts,
     "writable_tmpfs": writable_tmpfs,
@@ -117,7 +125,7 @@ print(json.dumps({
     "rlimits": {n: resource.getrlimit(getattr(resource, n))[0]
                 for n in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_FSIZE")},
 }))
-""".replace("NAMESPACES", repr(NAMESPACES))
+""".replace("NAMESPACES", repr(NAMESPACES)).replace("PROXY_PORT", str(PROXY_PORT))
 
 RLIMIT_OF = {
     "cpu_seconds": "RLIMIT_CPU",
@@ -137,6 +145,7 @@ POLICIES: dict[str, tuple[IsolationPolicy, str]] = {
         "best_effort",
     ),
     "bounds": (IsolationPolicy(limits=Limits(tmpfs_size=8 << 20, max_ptys=0)), "strict"),
+    "egress": (IsolationPolicy(egress_allow=["pkgs.test-isolation.internal", "*.example.org:443"]), "strict"),
 }
 
 
@@ -161,6 +170,8 @@ def check_namespace(run: Run, arg: str) -> None:
 def check_rootfs(run: Run, arg: str) -> None:
     assert arg == "minimal"
     tops = {b.sandbox.split("/")[1] for b in (*run.policy.ro_binds, *run.policy.rw_binds)}
+    if run.policy.egress_allow:
+        tops.add(MOUNT_DIR.lstrip("/"))  # the egress helper's directory
     assert set(run.facts["root"]) <= MINIMAL_ROOT | tops, run.facts["root"]
 
 
@@ -193,7 +204,8 @@ def check_fds(run: Run, arg: str) -> None:
 
 def check_env(run: Run, arg: str) -> None:
     assert arg == "cleared"
-    assert set(run.facts["env"]) <= SANDBOX_ENV | set(run.policy.env_allowlist), run.facts["env"]
+    proxy = {k for k, _ in proxy_env()} if run.policy.egress_allow else set()
+    assert set(run.facts["env"]) <= SANDBOX_ENV | set(run.policy.env_allowlist) | proxy, run.facts["env"]
     assert SECRET_VAR not in run.facts["env"]
 
 
@@ -213,6 +225,11 @@ def check_seccomp(run: Run, arg: str) -> None:
 
 
 def check_landlock(run: Run, arg: str) -> None:
+    if arg.startswith("net:connect="):  # TCP only to the egress proxy's port
+        assert int(arg.removeprefix("net:connect=")) == PROXY_PORT and run.policy.egress_allow
+        assert run.facts["proxy_connect"] == "ok" and run.facts["loopback_connect"] == "EACCES"
+        assert run.facts["tcp_bind"] == "EACCES"
+        return
     abi_text, _, parts_text = arg.partition(":")
     abi = int(abi_text.removeprefix("abi="))
     parts = set(parts_text.split(","))
@@ -225,6 +242,17 @@ def check_landlock(run: Run, arg: str) -> None:
         assert run.facts["proc1_uid"] == [NOBODY] and run.facts["kill_pid1"] == "EPERM"
         if run.policy.network:
             assert run.facts["abstract_connect"] == "EPERM"
+
+
+def check_network(run: Run, arg: str) -> None:
+    """`network:allowlist:sha256=...`: this policy's allowlist, served by a proxy inside a
+    namespace of the sandbox's own, and the variables pointing clients at it."""
+    policy = run.policy
+    assert policy.egress_allow and not policy.network
+    assert arg == f"allowlist:sha256={allowlist_digest(policy.egress_allow, policy.allow_local_addresses)}"
+    assert run.facts["ns"]["net"] != run.host_ns["net"]
+    assert all(run.facts["env"].get(k) == v for k, v in proxy_env()), run.facts["env"]
+    assert run.facts["proxy_connect"] == "ok"  # the proxy is there, on its port
 
 
 def check_tmpfs_size(run: Run, value: int, mechanism: str) -> None:
@@ -284,6 +312,7 @@ CHECKS: dict[str, Callable[[Run, str], None]] = {
     "seccomp": check_seccomp,
     "landlock": check_landlock,
     "limit": check_limit,
+    "network": check_network,
 }
 
 
@@ -347,6 +376,7 @@ def test_the_host_control_detects_what_the_checks_look_for(
     facts = json.loads(res.stdout)
     assert facts["personality"] == "ok" and facts["status"]["Seccomp"] == ["0"]
     assert facts["whiteout"] == "ok" and facts["tcp_bind"] == "ok" and facts["abstract_connect"] == "ok"
+    assert facts["loopback_connect"] == "ECONNREFUSED"  # what check_landlock's net:connect sees as EACCES
     assert facts["status"]["NoNewPrivs"] == ["0"] and LEAKED_FD in facts["fds"]
     assert facts["status"]["Uid"][0] == str(os.getuid()) != NOBODY
     assert facts["ns"] == {n: os.readlink(f"/proc/self/ns/{n}") for n in NAMESPACES}

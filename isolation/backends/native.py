@@ -508,6 +508,8 @@ class NativeBackend:
         return missing, required
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
+        if plan.policy.egress_allow:  # a plan of one run (its own proxy hand-over): nothing prepared ahead
+            return _launch_unpooled(plan, stdio, enforcement)
         tpl = _template(plan, enforcement)
         try:
             return _start(tpl, stdio)
@@ -591,6 +593,11 @@ def _make_template(plan: SandboxPlan, enforcement: Enforcement) -> _Template:
             f"the native backend cannot enforce {', '.join(required)} on this host: {host.why(required)}; "
             f"fix that, or use {bwrap}enforcement='best_effort' (CLI --best-effort) to run without them"
         )
+    if plan.policy.egress_allow and not host.userns:
+        raise IsolationUnavailable(
+            "an egress allowlist needs the sandbox's own network namespace, and this host has no user "
+            f"namespaces ({host.why(['namespace:user'])}); enable them, or use the host network (bare Network)"
+        )
     layout = _namespaced_layout(plan, host) if host.userns else _host_layout(plan, host)
     try:
         missing = [m for m in missing if m not in layout.enforced]  # the host layout has ids of its own
@@ -629,6 +636,8 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
     cfg.cwd = cstr(layout.cwd)
     if layout.ruleset is not None:
         enforced.append(layout.ruleset.claim())
+        if layout.ruleset.net and layout.ruleset.net_port:
+            enforced.append(f"landlock:net:connect={layout.ruleset.net_port}")
     if seccomp is not None:
         flags |= lib.ISO_F_SECCOMP
         cfg.bpf = static.bpf
@@ -791,6 +800,7 @@ def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int
         cfg.landlock_fs = rs.fs
         cfg.landlock_net = rs.net
         cfg.landlock_scoped = rs.scoped
+        cfg.landlock_port = rs.net_port
         cfg.rules = static.rules
         cfg.n_rules = len(rs.rules)
     cfg.cap_last_cap = _cap_last_cap()
