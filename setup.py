@@ -3,6 +3,11 @@
 - `isolation._native`: the cffi extension (native/build.py, sandbox.c).
 - `isolation/_isolation_init`: a small static program that becomes pid 1 of
   each native sandbox (native/init.c), built next to the extension.
+
+`python -m build` makes a binary wheel carrying both. The extension uses only
+CPython's limited API (cffi builds it so), hence the `cp311-abi3` tag: one wheel
+for every Python >= 3.11. `auditwheel repair` then gives it the manylinux tag
+of the glibc symbol versions it needs (.ci/wheel-check).
 """
 
 from __future__ import annotations
@@ -29,4 +34,8 @@ class BuildExtWithInit(build_ext):
         return [*super().get_outputs(), os.path.join(self.build_lib, "isolation", INIT_NAME)]
 
 
-setup(cffi_modules=["native/build.py:ffibuilder"], cmdclass={"build_ext": BuildExtWithInit})
+setup(
+    cffi_modules=["native/build.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithInit},
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)
