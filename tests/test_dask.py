@@ -8,8 +8,10 @@ under nox a missing Dask fails these tests instead of skipping them.
 
 from __future__ import annotations
 
+import json
 import os
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import stage_funcs as sf
 from test_examples import example, listener  # noqa: F401 - a fixture, used by name
 
 import isolation
+from isolation.backends import resolve_backend
+from isolation.backends.native import settle
 
 if "NOX_CURRENT_SESSION" in os.environ:
     import dask
@@ -56,21 +60,34 @@ def test_dask_pipeline(tmp_path: Path, backend: str, listener: int) -> None:  # 
     assert 'probe on a worker: {"connect": "ok", "read secret": "ok: 8 bytes"}' in r.stdout, r.stdout
 
 
-def _pool_state() -> dict[str, object]:
-    """On a worker: its pid, its prepared-sandbox threads and its prepared sandboxes (child processes)."""
-    me, prepared = os.getpid(), []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except (OSError, ValueError):
-            continue
-        if parent == me and b"--prepared" in cmdline:
-            prepared.append(int(pid))
-    threads = sorted({t.name for t in threading.enumerate() if t.name in PREPARE_THREADS})
-    return {"pid": me, "threads": threads, "prepared": prepared}
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_prepared_sandboxes_end_with_the_workers(start_method: str) -> None:
+    """Run in a process of its own (tests/dask_workers.py): Dask's cluster leaves helpers
+    (multiprocessing's resource tracker) to the process that started it."""
+    if resolve_backend("auto").backend.name != "native":
+        pytest.fail("the native backend (the one with prepared sandboxes) must be available here")
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH") if k in os.environ}
+    r = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("dask_workers.py")), start_method],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    seen = json.loads(r.stdout.splitlines()[-1])
+    assert seen["results"] == [2 * i for i in range(8)]
+
+    # Control: the workers prepared sandboxes, in threads, as child processes of their own.
+    assert len(seen["ran"]) == 2
+    for state in seen["ran"]:
+        assert state["threads"] == sorted(PREPARE_THREADS) and state["prepared"], seen
+    # A cluster that lives on: settle() on the workers let them go, threads and sandboxes.
+    for state in seen["settled"]:
+        assert state["threads"] == [] and state["prepared"] == [], seen
+    assert seen["alive after settle"] == []
+    # Closing the client and its cluster left no worker and no prepared sandbox behind.
+    assert len(seen["ran again"]) == 2 and all(s["prepared"] for s in seen["ran again"]), seen
+    assert seen["alive after close"] == [], "a worker or prepared sandbox outlived client.close()"
+    pids = [s["pid"] for s in seen["ran again"]] + [p for s in seen["ran again"] for p in s["prepared"]]
+    assert not any(map(_alive, pids))  # and after the client's process has ended
 
 
 def _alive(pid: int) -> bool:
@@ -82,63 +99,13 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[object, object]]:
-    import logging
-
-    with dask.config.set({"distributed.worker.multiprocessing-method": request.param}):
-        lc = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-        )
-    client = distributed.Client(lc)
-    yield lc, client
-    client.close()
-    lc.close()
+def settled() -> Iterator[None]:
+    """Afterwards, no prepared sandbox of this test is left waiting (later tests count them)."""
+    yield
+    settle()
 
 
-@pytest.mark.parametrize("cluster", ["spawn", "fork"], indirect=True)
-def test_prepared_sandboxes_end_with_the_workers(cluster: tuple[distributed.LocalCluster, distributed.Client]) -> None:
-    if isolation.backends.resolve_backend("auto").backend.name != "native":
-        pytest.fail("the native backend (the one with prepared sandboxes) must be available here")
-    lc, client = cluster
-    ex = isolation.StageExecutor(backend="native", executor=client.get_executor(pure=False))
-    assert [r.unwrap()["sum"] for r in ex.run([sf.describe(i, [i]) for i in range(8)])] == [2 * i for i in range(8)]
-
-    # Control: the workers now prepare sandboxes, in threads, as child processes of their own.
-    def prepared_everywhere() -> dict[str, dict[str, object]]:
-        return client.run(_pool_state)  # type: ignore[no-any-return]
-
-    deadline = 600
-    while deadline:
-        ex.run([sf.describe(i, [i]) for i in range(4)])
-        states = prepared_everywhere()
-        if all(s["prepared"] and s["threads"] == sorted(PREPARE_THREADS) for s in states.values()):
-            break
-        deadline -= 1
-        threading.Event().wait(0.1)
-    assert all(s["prepared"] and s["threads"] == sorted(PREPARE_THREADS) for s in states.values()), states
-    workers = [int(s["pid"]) for s in states.values()]  # type: ignore[call-overload]
-    sandboxes = [pid for s in states.values() for pid in s["prepared"]]  # type: ignore[attr-defined]
-    assert all(map(_alive, workers + sandboxes))
-
-    # A cluster that lives on: settle() on the workers lets them go, threads and sandboxes.
-    from isolation.backends.native import settle
-
-    client.run(settle)
-    for state in prepared_everywhere().values():
-        assert state["threads"] == [] and state["prepared"] == [], state
-    assert not any(map(_alive, sandboxes))
-
-    # Closing the client and its cluster leaves no worker and no prepared sandbox behind.
-    ex.run([sf.describe(i, [i]) for i in range(4)])
-    states = prepared_everywhere()
-    sandboxes = [pid for s in states.values() for pid in s["prepared"]]  # type: ignore[attr-defined]
-    client.close()
-    lc.close()
-    assert not any(map(_alive, workers)), "a Dask worker outlived client.close()"
-    assert not any(map(_alive, sandboxes)), "a prepared sandbox outlived its Dask worker"
-
-
-def test_executor_errors_are_stage_results(tmp_path: Path, backend: str) -> None:
+def test_executor_errors_are_stage_results(backend: str, settled: None) -> None:
     """What the executor raises (a worker lost, a task it could not send) fails that stage only."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
