@@ -17,6 +17,7 @@ import time
 import dask
 import distributed
 import stage_funcs as sf
+import stage_hostile as sh
 
 import isolation
 from isolation.backends.native import settle
@@ -58,6 +59,21 @@ def main() -> None:
     client = distributed.Client(cluster)
     ex = isolation.StageExecutor(backend="native", executor=client.get_executor(pure=False))
     seen["results"] = [r.unwrap()["sum"] for r in ex.run([sf.describe(i, [i]) for i in range(8)])]
+    # Errors come back as such; a hostile reply is bounded on the worker and fails only its stage.
+    bounded = isolation.StageExecutor(
+        backend="native", executor=client.get_executor(pure=False), max_reply=1 << 20, max_reply_depth=50
+    )
+    tasks = [sh.deep(100_000), sh.huge(16), sf.fail("boom"), sf.describe(1, [2])]
+    seen["errors"] = [
+        {
+            "type": type(r.error).__name__,
+            "error": str(r.error),
+            "error_type": getattr(r.error, "error_type", None),
+            "stdout": None if r.run is None else len(r.run.stdout),
+            "value": r.value,
+        }
+        for r in bounded.run(tasks)
+    ]
 
     def ran() -> list[dict[str, object]]:
         """Run stages until every worker has prepared a sandbox (the pools build them when idle)."""

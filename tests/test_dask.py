@@ -74,6 +74,13 @@ def test_prepared_sandboxes_end_with_the_workers(start_method: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     seen = json.loads(r.stdout.splitlines()[-1])
     assert seen["results"] == [2 * i for i in range(8)]
+    deep, huge, fail, good = seen["errors"]
+    assert deep["type"] == "StageFailed" and "nested 100001 levels deep, more than 50" in deep["error"]
+    assert huge["type"] == "StageFailed" and "larger than 1048576 bytes" in huge["error"]
+    assert huge["stdout"] == (1 << 20) + 1  # the worker kept no more
+    assert fail["type"] == "StageRaised" and fail["error_type"] == "builtins.ValueError"
+    assert "raised ValueError: boom" in fail["error"]
+    assert good["type"] == "NoneType" and good["value"]["sum"] == 3  # control: a good reply, from the same run
 
     # Control: the workers prepared sandboxes, in threads, as child processes of their own.
     assert len(seen["ran"]) == 2
