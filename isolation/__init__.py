@@ -18,6 +18,7 @@ from isolation.effects import (
 from isolation.errors import (
     CommandNotExecutable,
     CommandNotFound,
+    CommandNotVisible,
     IsolationDisabledWarning,
     IsolationError,
     IsolationUnavailable,
@@ -30,7 +31,7 @@ from isolation.errors import (
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import Bind, IsolationPolicy
 from isolation.result import RunResult
-from isolation.runner import DEVNULL, PIPE, Sandbox, run, run_async, spawn
+from isolation.runner import DEVNULL, PIPE, Relay, Sandbox, run, run_async, spawn
 from isolation.stage import CommandStage, PythonStage, StageExecutor, StageResult, Task, command_stage, stage
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "Bind",
     "CommandNotExecutable",
     "CommandNotFound",
+    "CommandNotVisible",
     "CommandStage",
     "Cost",
     "DEVNULL",
@@ -59,6 +61,7 @@ __all__ = [
     "Process",
     "Pure",
     "PythonStage",
+    "Relay",
     "RunResult",
     "Sandbox",
     "SandboxPlan",

@@ -22,7 +22,7 @@ from typing import Any
 from isolation.backends import Backend, Enforcement, Resolution, resolve_backend
 from isolation.backends.bwrap import find_bwrap, plan_to_bwrap_args
 from isolation.errors import PolicyError
-from isolation.plan import SECRET_HINTS, SandboxPlan, build_plan
+from isolation.plan import SECRET_HINTS, SandboxPlan, build_plan, owner_warnings, writer_uid
 from isolation.policy import DEFAULT_ENV_ALLOWLIST, IsolationPolicy
 from isolation.result import RunResult
 from isolation.runner import RUNNER_LIMITS
@@ -54,6 +54,8 @@ def plan_record(plan: SandboxPlan, resolution: Resolution, *, enforcement: Enfor
     describe = getattr(backend, "describe", None)
     if describe is not None:  # the native backend: the rung a run takes here, its claims and gaps
         record.update(describe(plan, enforcement))
+    if backend.name != "none":
+        record["warnings"] = owner_warnings(plan, writer_uid(record.get("rung")))
     return record
 
 

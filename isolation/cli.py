@@ -26,13 +26,14 @@ from isolation.effects import UNIT_EFFECT_NAMES, effect_from_name
 from isolation.errors import (
     CommandNotExecutable,
     CommandNotFound,
+    CommandNotVisible,
     IsolationDisabledWarning,
     IsolationError,
     PolicyError,
     SandboxSetupError,
 )
 from isolation.limits import parse_size
-from isolation.plan import build_plan
+from isolation.plan import HINT_STYLE, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
 from isolation.profiles import load_profile
@@ -56,7 +57,17 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--read", action="append", default=[], metavar="PATH", help="bind PATH read-only (FsRead)")
     p.add_argument("--write", action="append", default=[], metavar="PATH", help="bind PATH writable (FsWrite)")
-    p.add_argument("--work", metavar="DIR", help="bind DIR at /work (default: a private empty /work)")
+    p.add_argument("--work", metavar="DIR", help="bind DIR writable at /work (default: a private empty /work)")
+    p.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="start the command in DIR, a host directory made visible by --read, --write or --work (default: /work)",
+    )
+    p.add_argument(
+        "--python",
+        action="store_true",
+        help="expose the Python running isolation (its prefixes and libpython) read-only, as policy.with_python()",
+    )
     p.add_argument("--env", action="append", default=[], metavar="NAME", help="pass variable NAME from the caller")
     p.add_argument("--policy", metavar="FILE", help="start from the JSON policy in FILE")
     p.add_argument("--profile", metavar="NAME", help="start from profile NAME (isolation.toml or --profile-file)")
@@ -116,6 +127,8 @@ def _policy(args: argparse.Namespace) -> IsolationPolicy:
         network=policy.network or derived.network,
         env_allowlist=(*policy.env_allowlist, *args.env),
     )
+    if args.python:
+        policy = policy.with_python()
     if args.read:
         policy = policy.with_read(*(os.path.abspath(p) for p in args.read))
     if args.write:
@@ -135,6 +148,25 @@ def _policy(args: argparse.Namespace) -> IsolationPolicy:
     if changes:
         policy = policy.evolve(limits=attrs.evolve(policy.limits, **changes))
     return policy
+
+
+def _cwd(args: argparse.Namespace, policy: IsolationPolicy) -> str | None:
+    """The sandbox path showing the host directory --cwd names; refused unless a bind shows it."""
+    if args.cwd is None:
+        return None
+    host: str = os.path.abspath(args.cwd)
+    if not os.path.isdir(host):
+        raise PolicyError(f"--cwd {args.cwd}: {host} is not a directory")
+    if args.unsafe_no_isolation or args.backend == "none":
+        return host
+    probe = build_plan(policy, ["true"], check_paths=False, check_executable=False)
+    inside = probe.sandbox_path_of(host)
+    if inside is None:
+        raise PolicyError(
+            f"--cwd {args.cwd}: {host} is not visible inside the sandbox; "
+            f"bind it with --read {host} (read-only) or --write {host}"
+        )
+    return inside
 
 
 def _command(args: argparse.Namespace) -> list[str]:
@@ -167,6 +199,14 @@ def _print_plan(record: dict[str, Any]) -> None:
     if record.get("missing"):
         out(f"NOT enforced (best effort, this host lacks them): {', '.join(record['missing'])}\n")
     out(f"command:   {shlex.join(record['argv'])}\n")
+    prog = record.get("program")
+    if prog:
+        shown = "" if prog["sandbox"] == prog["host"] else f", inside at {prog['sandbox']}"
+        by = {"caller PATH": "found on your PATH", "path": "named by its path"}.get(prog["found_by"], "")
+        by = by or "not on your PATH; found on the sandbox's PATH"
+        out(f"program:   {prog['host']} ({by}{shown})\n")
+        if prog.get("path_added"):
+            out(f"           the sandbox's PATH would run another file: {prog['path_added']} is put first in it\n")
     out(f"cwd:       {record['cwd']}    uid/gid: {record['uid']}/{record['gid']}\n")
     net = "shared with the host (Network)" if record["network"] else "none (private namespace, loopback only)"
     out(f"network:   {net}\n")
@@ -175,6 +215,8 @@ def _print_plan(record: dict[str, Any]) -> None:
         src = f" <- {m['source']}" if m["source"] and m["kind"] in ("ro-bind", "rw-bind") else ""
         link = f" -> {m['source']}" if m["kind"] == "symlink" else ""
         out(f"  {m['mode']:2}  {m['kind']:8} {m['target']}{src}{link}  [{m['origin']}]\n")
+    for w in record.get("warnings", []):
+        out(f"WARNING:   {w}\n")
     out("env passed:\n")
     for k, v in record["env"].items():
         out(f"  {k}={v}\n")
@@ -189,7 +231,11 @@ def _print_plan(record: dict[str, Any]) -> None:
         out("seccomp:   none\n")
     else:
         out(f"seccomp:   profile {sc['profile']}, sha256 {sc['sha256']}\n")
-        out(f"  denied syscalls: {', '.join(sc['denied'])}\n")
+        out(f"  denied syscalls: {', '.join(sc['denied']) or '-'}\n")
+        if sc.get("restricted"):
+            out("  restricted syscalls (refused only with these arguments, allowed otherwise):\n")
+            for r in sc["restricted"]:
+                out(f"    {r['syscall']}: {'; '.join(r['refused'])}\n")
     if record.get("landlock"):
         ll = record["landlock"]
         out(f"landlock:  ABI {ll['abi']} ({ll['claim']}); allowed beneath each path, everything else denied:\n")
@@ -286,15 +332,18 @@ def _open(fd: int) -> bool:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if not args.audit_log:
-        return _run(args, _policy(args), _command(args))[0]
+        policy = _policy(args)
+        return _run(args, policy, _command(args), _cwd(args, policy))[0]
     record: dict[str, Any] | None = None
     with AuditLog(args.audit_log) as log:  # opened first: an unwritable log refuses the run
         try:
             policy, cmd = _policy(args), _command(args)
             res = _resolve(args)
-            plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
+            cwd = _cwd(args, policy)
+            is_none = res.backend.name == "none"
+            plan = build_plan(policy, cmd, check_executable=not is_none, cwd=None if is_none else cwd)
             record = plan_record(plan, res, enforcement=_enforcement(args))
-            status, result = _run(args, policy, cmd)
+            status, result = _run(args, policy, cmd, cwd)
         except IsolationError as exc:
             log.append(audit_record(record, error=exc))
             raise
@@ -306,13 +355,13 @@ def _enforcement(args: argparse.Namespace) -> Enforcement:
     return "best_effort" if args.best_effort else "strict"
 
 
-def _run(args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str]) -> tuple[int, RunResult]:
+def _run(
+    args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str], cwd: str | None
+) -> tuple[int, RunResult]:
     """Run with the CLI's own stdio relayed through pipes (the command never gets the
     caller's terminal or files: it could change their mode, owner or times), output
     live unless --json, at most --max-output bytes per stream either way."""
-    opts = _Options(
-        args.backend, None, _enforcement(args), args.unsafe_no_isolation, args.require_isolation or None
-    )
+    opts = _Options(args.backend, cwd, _enforcement(args), args.unsafe_no_isolation, args.require_isolation or None)
     streaming = not args.json
 
     def started(sb: Sandbox) -> None:
@@ -345,7 +394,9 @@ def _run(args: argparse.Namespace, policy: IsolationPolicy, cmd: list[str]) -> t
 def _cmd_plan(args: argparse.Namespace) -> int:
     policy, cmd = _policy(args), _command(args)
     res = _resolve(args)
-    plan = build_plan(policy, cmd, check_executable=res.backend.name != "none")
+    cwd = _cwd(args, policy)
+    is_none = res.backend.name == "none"
+    plan = build_plan(policy, cmd, check_executable=not is_none, cwd=None if is_none else cwd)
     record = plan_record(plan, res, enforcement=_enforcement(args))
     verify_host(res.backend, _enforcement(args))  # refuses as the run would (exit 125)
     if args.json:
@@ -366,11 +417,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    token = HINT_STYLE.set("cli")  # refusals name flags, not policy calls (reset: main may run in-process)
     handler = {"run": _cmd_run, "plan": _cmd_plan, "probe": _cmd_probe}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IsolationDisabledWarning)
         try:
             status = handler(args)
+        except CommandNotVisible as exc:  # exists, but the policy hides it: the fix is a flag
+            status = _error(exc, EXIT_SETUP)
         except CommandNotFound as exc:
             status = _error(exc, EXIT_NOT_FOUND)
         except CommandNotExecutable as exc:
@@ -381,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except IsolationError as exc:
             status = _error(exc, EXIT_SETUP)
         finally:
+            HINT_STYLE.reset(token)
             for w in caught:
                 print(f"isolation: warning: {w.message}", file=sys.stderr)
     return status

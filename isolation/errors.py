@@ -51,6 +51,11 @@ class CommandNotFound(PolicyError):
     """The command does not exist inside the sandbox (CLI exit status 127)."""
 
 
+class CommandNotVisible(CommandNotFound):
+    """The caller's command exists on the host but the sandbox cannot see it; the message
+    names the change that makes it run (CLI exit status 125: the policy needs changing)."""
+
+
 class CommandNotExecutable(PolicyError):
     """The command exists inside the sandbox but cannot be executed (CLI exit status 126)."""
 

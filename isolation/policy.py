@@ -13,7 +13,14 @@ import attrs
 from isolation.effects import EffectSet, FsRead, FsWrite, Network
 from isolation.errors import PolicyError
 from isolation.limits import Limits
-from isolation.paths import check_host_source, check_sandbox_target, is_within, normalize_path
+from isolation.paths import (
+    check_host_source,
+    check_no_kernel_fs,
+    check_sandbox_target,
+    is_within,
+    normalize_path,
+    read_mounts,
+)
 from isolation.seccomp_profile import normalize_choice as _normalize_seccomp
 
 SCHEMA_VERSION = 1
@@ -151,7 +158,12 @@ class IsolationPolicy:
     # -- checks -----------------------------------------------------------
 
     def check_host_paths(self) -> None:
-        """Raise PolicyError naming the first host path that does not exist."""
+        """Raise PolicyError naming the first host path that does not exist, or that is
+        (or holds a submount of) a kernel file system such as proc or sysfs.
+
+        Run before every run, since mounts change: /proc/self/mountinfo is read once
+        per check, and only when the policy binds anything.
+        """
         for b in self.ro_binds:
             if not os.path.exists(b.host):
                 raise PolicyError(f"read-only bind source {b.host} does not exist")
@@ -160,6 +172,11 @@ class IsolationPolicy:
                 raise PolicyError(f"writable bind source {b.host} does not exist (create it first)")
         if self.work_host is not None and not os.path.isdir(self.work_host):
             raise PolicyError(f"work directory {self.work_host} does not exist or is not a directory")
+        sources = [("ro_binds", b.host) for b in self.ro_binds] + [("rw_binds", b.host) for b in self.rw_binds]
+        if self.work_host is not None:
+            sources.append(("work_host", self.work_host))
+        if sources:
+            check_no_kernel_fs(sources, read_mounts())
 
     # -- JSON -------------------------------------------------------------
 
@@ -237,14 +254,37 @@ class IsolationPolicy:
 
 
 def python_paths() -> tuple[str, ...]:
-    """Host directories that hold the running interpreter and its libraries."""
+    """Host directories that hold the running interpreter and what it needs: its
+    prefixes (the standard library; a venv's pyvenv.cfg and packages), the directory
+    of its executable, and the directory of the libpython it has loaded (a shared
+    build may keep it apart, e.g. LD_LIBRARY_PATH or an rpath). The system view
+    covers /usr; the rest is what `with_python()` binds, so `sys.version`,
+    `sys.prefix` and the packages inside are the caller's."""
+    candidates = [sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix]
+    candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
+    candidates += [os.path.dirname(p) for p in _loaded_libpython()]
     paths: list[str] = []
-    for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
+    for p in candidates:
         p = os.path.realpath(p)
-        if is_within(p, "/usr") or any(is_within(p, q) for q in paths):
+        if not p or is_within(p, "/usr") or any(is_within(p, q) for q in paths):
             continue
         paths = [q for q in paths if not is_within(q, p)] + [p]
     return tuple(paths)
+
+
+def _loaded_libpython() -> list[str]:
+    """Host paths of the libpython shared objects mapped into this process (none for a static build)."""
+    found: list[str] = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if path.startswith("/") and os.path.basename(path).startswith("libpython") and path not in found:
+                    found.append(path)
+    except OSError:
+        pass
+    return found
 
 
 STRICT = IsolationPolicy()

@@ -28,8 +28,8 @@ from isolation.backends import (
 from isolation.backends.none import NoneBackend
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
-from isolation.paths import is_executable_file, normalize_path
-from isolation.plan import SandboxPlan, build_plan, with_command_checked
+from isolation.paths import is_executable_file
+from isolation.plan import SandboxPlan, build_plan, program_still_found
 from isolation.policy import IsolationPolicy
 from isolation.result import Outcome, RunResult, Usage
 
@@ -492,7 +492,7 @@ class _Recipe:
         not, as on a first run) and the executable found is still one."""
         self.plan.policy.check_host_paths()
         exe = self.plan.executable
-        return exe is None or is_executable_file(exe[1])
+        return (exe is None or is_executable_file(exe[1])) and program_still_found(self.plan)
 
 
 # Recipes per (command, policy, options, the environment variables they read): resolving the
@@ -504,7 +504,7 @@ _RECIPES_MAX = 64
 def _recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
     env = os.environ
     try:
-        key = (argv, policy, opts, *map(env.get, RESOLUTION_ENV), *map(env.get, policy.env_allowlist))
+        key = (argv, policy, opts, env.get("PATH"), *map(env.get, RESOLUTION_ENV), *map(env.get, policy.env_allowlist))
         recipe = _recipes.get(key)
     except (TypeError, AttributeError):  # not a valid call: _make_recipe says why
         return _make_recipe(argv, policy, opts)
@@ -526,17 +526,10 @@ def _make_recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options)
     )
     backend = resolution.backend
     is_none = isinstance(backend, NoneBackend)
-    plan = build_plan(policy, argv, check_executable=not is_none)
-    if opts.cwd is not None:
-        if is_none:
-            backend = NoneBackend(host_cwd=opts.cwd)
-        else:
-            cwd = normalize_path(opts.cwd, what="cwd")
-            if plan.host_path(cwd) is None and cwd != plan.cwd:
-                raise PolicyError(f"cwd {cwd} is not visible inside the sandbox")
-            plan = attrs.evolve(plan, cwd=cwd)
-            if "/" in argv[0] and not argv[0].startswith("/"):
-                plan = with_command_checked(plan)  # a relative path is found from cwd
+    # A relative argv[0] is found from cwd: build_plan applies cwd before it checks the command.
+    plan = build_plan(policy, argv, check_executable=not is_none, cwd=None if is_none else opts.cwd)
+    if opts.cwd is not None and is_none:
+        backend = NoneBackend(host_cwd=opts.cwd)
     unenforceable = tuple(
         name
         for name in policy.limits.requested()

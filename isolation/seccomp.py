@@ -75,7 +75,12 @@ def SCMP_ACT_ERRNO(errno: int) -> int:  # noqa: N802 - the libseccomp macro's na
 @attrs.frozen
 class SeccompFilter:
     """A compiled filter. `denied` lists only syscalls that actually got a rule;
-    `skipped` the profile's syscalls this architecture or libseccomp lacks."""
+    `skipped` the profile's syscalls this architecture or libseccomp lacks.
+
+    Of `denied`, `fully_denied` fail whatever their arguments; `restricted` pairs
+    each other one with the argument conditions under which it is refused (the
+    call succeeds otherwise): `isolation plan` lists the two apart.
+    """
 
     profile: str
     bpf: bytes
@@ -84,6 +89,12 @@ class SeccompFilter:
     rules: tuple[str, ...] = ()
     arch: str = ""
     libseccomp: str = ""
+    restricted: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def fully_denied(self) -> tuple[str, ...]:
+        partial = {name for name, _ in self.restricted}
+        return tuple(n for n in self.denied if n not in partial)
 
     @property
     def digest(self) -> str:
@@ -93,7 +104,8 @@ class SeccompFilter:
         return {
             "profile": self.profile,
             "sha256": self.digest,
-            "denied": list(self.denied),
+            "denied": list(self.fully_denied),
+            "restricted": [{"syscall": n, "refused": list(conds)} for n, conds in self.restricted],
             "skipped": list(self.skipped),
             "rules": list(self.rules),
             "arch": self.arch,
@@ -207,6 +219,8 @@ def compile_profile(choice: str, *, host_layout: bool = False, network: bool = T
     denied: list[str] = []
     skipped: list[str] = []
     labels: list[str] = []
+    unconditional: set[str] = set()
+    conditions: dict[str, list[str]] = {}
     with _lib_lock:
         ctx = lib.lib.seccomp_init(SCMP_ACT_ALLOW)
         if ctx == lib.ffi.NULL:
@@ -224,6 +238,11 @@ def compile_profile(choice: str, *, host_layout: bool = False, network: bool = T
                 _add_rule(lib, ctx, nr, rule)
                 denied.append(rule.syscall)
                 labels.append(f"{rule.label}: {_errno_name(rule.errno)}")
+                if rule.when is None:
+                    unconditional.add(rule.syscall)
+                else:
+                    conds = ", ".join(m.describe for m in (rule.when, rule.also) if m is not None)
+                    conditions.setdefault(rule.syscall, []).append(f"{conds}: {_errno_name(rule.errno)}")
             bpf = _export(lib, ctx)
         finally:
             lib.lib.seccomp_release(ctx)
@@ -235,6 +254,7 @@ def compile_profile(choice: str, *, host_layout: bool = False, network: bool = T
         denied=tuple(dict.fromkeys(denied)),
         skipped=tuple(dict.fromkeys(skipped)),
         rules=tuple(labels),
+        restricted=tuple((n, tuple(c)) for n, c in conditions.items() if n not in unconditional),
         arch=ARCH_NAMES.get(lib.arch, hex(lib.arch)),
         libseccomp=".".join(map(str, lib.version)),
     )

@@ -3,7 +3,9 @@
 Deliberately minimal: `/usr` and the merged-usr links, the dynamic loader's
 cache and configuration, `/etc/alternatives`, the time zone, and `/nix/store`
 when present. Home directories, `/root`, `/srv`, `/var`, `/home`, `/mnt` and the
-rest of `/etc` stay invisible. TLS and DNS files come only with `Network`.
+rest of `/etc` stay invisible. The TLS trust store (public CA certificates) is
+always readable, so a tool without `Network` fails for the real reason (no
+network), not with "no CA bundle"; DNS files come only with `Network`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,22 @@ SYSTEM_ETC: tuple[str, ...] = (
     "/etc/alternatives",
     "/etc/localtime",
 )
-NETWORK_ETC: tuple[str, ...] = (
+# The TLS trust store: public CA certificates and OpenSSL's configuration, never
+# the private-key directories beside them (/etc/ssl/private, /etc/pki/tls/private).
+# Debian/Ubuntu keep the certificates under /etc/ssl/certs (links into
+# /usr/share/ca-certificates), Fedora/RHEL under /etc/pki, Alpine/Arch/SUSE add
+# /etc/ssl/cert.pem or /etc/ca-certificates.
+TRUST_STORE: tuple[str, ...] = (
     "/etc/ssl/certs",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
+    "/etc/pki/ca-trust",
+    "/etc/pki/tls/certs",
+    "/etc/pki/tls/cert.pem",
+    "/etc/pki/tls/openssl.cnf",
+)
+NETWORK_ETC: tuple[str, ...] = (
     "/etc/resolv.conf",
     "/etc/hosts",
     "/etc/nsswitch.conf",
@@ -58,7 +73,7 @@ def _entries(paths: tuple[str, ...]) -> tuple[SystemEntry, ...]:
 @functools.cache
 def system_view(network: bool) -> tuple[SystemEntry, ...]:
     """The host paths of the system view, as they exist on this host (cached per process)."""
-    return _entries(SYSTEM_ROOTS + SYSTEM_ETC + (NETWORK_ETC if network else ()))
+    return _entries(SYSTEM_ROOTS + SYSTEM_ETC + TRUST_STORE + (NETWORK_ETC if network else ()))
 
 
 # Host-wide /proc entries masked in every sandbox: they list the keys (and key

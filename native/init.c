@@ -1,19 +1,20 @@
 /* isolation-init: pid 1 of a native sandbox.
  *
  * sandbox.c builds the sandbox in a copy of the caller's process and then
- * executes this program in place of itself.  The exec matters: a copy of a
- * large Python process left alive for the sandbox's lifetime would keep every
- * page of the caller shared copy-on-write, so the caller would pay a page
- * fault (and a page) for each page it touches while the sandbox runs.
+ * executes this program in place of itself, before any process of the
+ * sandbox other than this one exists: so from the command's first
+ * instruction, pid 1 is this program, with its own memory, an argv that only
+ * names it, an empty environment, and non-dumpable (the command, same uid,
+ * can neither read its memory nor write it).  The exec matters for the
+ * caller too: a copy of a large Python process left alive for the sandbox's
+ * lifetime would keep every page of the caller shared copy-on-write.
  *
- * Usage (internal):
- *   isolation-init WORKER_PID -1
- *       sandbox.c has started the worker already; the status pipe is fd 3.
- *   isolation-init --prepared RULESET_FD
- *       a sandbox built ahead of demand: wait on fd 3 (a SOCK_SEQPACKET
- *       socket) for one command and its descriptors (worker.h), fork the
- *       worker, which restricts itself (Landlock with RULESET_FD unless -1,
- *       seccomp) and executes it; the status pipe comes with the command.
+ * Usage (internal): `isolation-init`, with fd 3 a SOCK_SEQPACKET socket and,
+ * when Landlock applies, fd 4 the sandbox's Landlock ruleset.  It waits on
+ * fd 3 for one command and its descriptors (worker.h), forks the worker,
+ * which restricts itself (Landlock with fd 4, seccomp) and executes it; the
+ * status pipe comes with the command.  On demand the command is in the
+ * socket already; a sandbox prepared ahead of demand waits for it.
  *
  * Then: forward every catchable signal to the worker and reap every orphan.
  * When the worker has ended: kill and reap what is left, write a report (the
@@ -29,7 +30,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -39,29 +43,53 @@
 #include "sandbox.h"
 #include "worker.h"
 
-static uint64_t message[ISO_PREPARED_MAX / sizeof(uint64_t) + 1]; /* 8-byte aligned for the rlimits */
-static const char *strings[ISO_PREPARED_STRINGS];
-
 /* The worker shares init's memory until its execve (vfork semantics): no
  * page tables are copied; it runs on this stack, init waits meanwhile. */
 static char worker_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* The message, with an inline payload (8-byte aligned for the rlimits), and
+ * argv + envp for it (every string takes a byte at least). */
+static struct {
+    struct iso_command_msg head;
+    uint64_t payload[ISO_COMMAND_INLINE / sizeof(uint64_t)];
+} message;
+static const char *inline_strings[ISO_COMMAND_INLINE + 2];
 
 static int worker_main(void *arg)
 {
     iso_exec_command((const struct iso_exec *)arg);
 }
 
+/* A payload too large for the message: its memfd, mapped.  Sealed against
+ * writes, growth and shrinking, so what init parses cannot change under it,
+ * nor fault. */
+static const char *map_payload(int fd, uint64_t len)
+{
+    const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+    struct stat st;
+    int have = fcntl(fd, F_GET_SEALS);
+    CHECK(have, "receive command", "payload seals");
+    CHECK(fstat(fd, &st), "receive command", "payload");
+    if ((have & seals) != seals || len == 0 || (uint64_t)st.st_size != len)
+        iso_die("receive command", "payload", EINVAL);
+    void *buf = mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (buf == MAP_FAILED)
+        iso_die("receive command", "mmap(payload)", errno);
+    return buf;
+}
+
 /* Receive the command, start the worker; returns its pid and sets *status_fd. */
-static pid_t run_prepared(int ruleset_fd, int *status_fd)
+static pid_t run_command(int *status_fd)
 {
     /* Off the command's path: SIG_IGN dispositions inherited from the caller
      * survived this program's execve; the worker starts with them all SIG_DFL. */
     iso_default_handlers();
+    int ruleset_fd = fcntl(4, F_GETFD) >= 0 ? 4 : -1;
     union {
         struct cmsghdr align;
-        char bytes[CMSG_SPACE(sizeof(int) * ISO_PREPARED_FDS)];
+        char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
     } control;
-    struct iovec iov = {.iov_base = message, .iov_len = sizeof message};
+    struct iovec iov = {.iov_base = &message, .iov_len = sizeof message};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
                          .msg_controllen = sizeof control.bytes};
     ssize_t len;
@@ -71,21 +99,43 @@ static pid_t run_prepared(int ruleset_fd, int *status_fd)
     if (len <= 0) /* the caller let this sandbox go unused */
         _exit(0);
     close(3);
-    int fds[ISO_PREPARED_FDS];
+    int fds[ISO_COMMAND_FDS];
     size_t nfds = 0;
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
         nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        if (nfds > ISO_PREPARED_FDS)
+        if (nfds > ISO_COMMAND_FDS)
             _exit(125);
         memcpy(fds, CMSG_DATA(c), sizeof(int) * nfds);
     }
-    if (nfds < 5 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+    if (nfds < 5)
         _exit(125); /* no error pipe to report on: the caller sees this exit status */
     iso_err_fd = fds[3];
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+        iso_die("receive command", NULL, EMSGSIZE);
+    const struct iso_command_msg *head = &message.head;
+    int cgroup = head->flags & ISO_CMD_CGROUP ? 5 : -1;
+    int memfd = head->flags & ISO_CMD_MEMFD ? (cgroup >= 0 ? 6 : 5) : -1;
+    size_t payload_len = (size_t)head->payload_len;
+    if ((size_t)len < sizeof *head || head->magic != ISO_COMMAND_MAGIC ||
+        nfds != (size_t)(5 + (cgroup >= 0) + (memfd >= 0)) ||
+        (size_t)len != sizeof *head + (memfd >= 0 ? 0 : payload_len))
+        iso_die("receive command", NULL, EINVAL);
+    const char *payload = (const char *)message.payload;
+    const char **strings = inline_strings;
+    size_t n_strings = sizeof inline_strings / sizeof *inline_strings;
+    if (memfd >= 0) {
+        payload = map_payload(fds[memfd], head->payload_len);
+        n_strings = iso_command_strings(payload, payload_len);
+        if (n_strings == 0)
+            iso_die("receive command", NULL, EINVAL);
+        strings = mmap(NULL, n_strings * sizeof *strings, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (strings == MAP_FAILED)
+            iso_die("receive command", "mmap(argv)", errno);
+    }
     struct iso_exec e;
     memset(&e, 0, sizeof e);
-    if (iso_unpack_command((char *)message, (size_t)len, &e, strings, ISO_PREPARED_STRINGS) < 0)
+    if (iso_unpack_command(payload, payload_len, &e, strings, n_strings) < 0)
         iso_die("receive command", NULL, EINVAL);
     for (int i = 0; i < 3; i++)
         e.stdio[i] = fds[i];
@@ -94,11 +144,15 @@ static pid_t run_prepared(int ruleset_fd, int *status_fd)
     e.drop_caps_upto = -1; /* none left since this sandbox was built */
     e.landlock_fd = ruleset_fd;
     /* Join the caller's cgroup for this sandbox before the command exists. */
-    if (nfds == 6 && write(fds[5], "0", 1) != 1)
+    if (cgroup >= 0 && write(fds[cgroup], "0", 1) != 1)
         iso_die("join cgroup", "cgroup.procs", errno);
     pid_t worker = clone(worker_main, worker_stack + sizeof worker_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &e);
     if (worker < 0)
         iso_die("clone(worker)", NULL, errno);
+    if (memfd >= 0) { /* the worker has executed the command (or died): done with */
+        munmap((void *)payload, payload_len);
+        munmap(strings, n_strings * sizeof *strings);
+    }
     for (size_t i = 0; i < nfds; i++)
         if (i != 4)
             close(fds[i]);
@@ -152,21 +206,16 @@ int main(int argc, char **argv)
      * this process, which is outside its seccomp filter and Landlock domain. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return 125;
-    if (argc != 3)
+    (void)argv;
+    if (argc != 1)
         return 125;
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL); /* already blocked by sandbox.c; kept for clarity */
-    int status_fd = 3;
-    pid_t worker;
-    if (strcmp(argv[1], "--prepared") == 0)
-        worker = run_prepared((int)strtol(argv[2], NULL, 10), &status_fd);
-    else
-        worker = (pid_t)strtol(argv[1], NULL, 10);
-    if (worker <= 0)
-        return 125;
+    int status_fd = -1;
+    pid_t worker = run_command(&status_fd);
     for (;;) {
-        /* The worker may have ended before this program started: reap first. */
+        /* The worker may have ended already: reap first. */
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {

@@ -6,13 +6,19 @@
  * it), so setup errors are never silent and never hang.
  *
  * Process layout with a pid namespace:
- *   caller --clone(namespaces)--> init (pid 1) --fork--> worker --execve--> command
- * init builds the mount tree, network and hostname (namespace-wide state),
- * drops its capabilities, then forks the worker, forwards signals to it and
- * reaps orphans.  The worker applies the per-process restrictions (session,
- * rlimits, Landlock, seccomp last) and executes the command.  When the
- * worker ends, init reports its wait status and exits, and the kernel kills
- * whatever is left in the pid namespace.
+ *   caller --clone(namespaces)--> init (pid 1) --execve--> isolation-init
+ *          --fork--> worker --execve--> command
+ * The future init builds the mount tree, network and hostname
+ * (namespace-wide state), drops its capabilities, builds the Landlock
+ * ruleset and executes isolation-init, which takes the command from a
+ * control socket (queued by the caller before the clone on demand; sent
+ * later to a sandbox prepared ahead of demand) and only then forks the
+ * worker: no process of the sandbox ever sees pid 1 in the caller's memory.
+ * The worker applies the per-process restrictions (session, rlimits,
+ * Landlock, seccomp last) and executes the command.  When the worker ends,
+ * init reports its wait status and exits, and the kernel kills whatever is
+ * left in the pid namespace.  Without a pid namespace (the best-effort host
+ * layout) the child restricts itself and executes the command: no init.
  *
  * Nothing here allocates memory after clone: the caller is a multi-threaded
  * Python process, so only async-signal-safe work is done in the children.
@@ -690,8 +696,8 @@ static int build_ruleset(const struct iso_config *cfg)
     return ruleset;
 }
 
-/* The worker: per-process restrictions, then the command. */
-static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg, int forked_by_init)
+/* Without a pid namespace: the child restricts itself and becomes the command. */
+static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg)
 {
     struct iso_exec e = {
         .argv = cfg->argv,
@@ -701,9 +707,7 @@ static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg,
         .stdio = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2]},
         .rlimits = cfg->rlimits,
         .n_rlimits = cfg->n_rlimits,
-        .die_with_parent = forked_by_init,
-        /* With a pid namespace, init dropped them for both. */
-        .drop_caps_upto = (cfg->flags & ISO_F_CAPS) && !forked_by_init ? cfg->cap_last_cap : -1,
+        .drop_caps_upto = (cfg->flags & ISO_F_CAPS) ? cfg->cap_last_cap : -1,
         .clear_held_caps = (cfg->flags & ISO_F_HELD_CAPS) != 0,
         .set_ids = (cfg->flags & ISO_F_HOST_IDS) != 0,
         .uid = cfg->uid_inside,
@@ -715,11 +719,6 @@ static void __attribute__((noreturn)) exec_command(const struct iso_config *cfg,
     if (cfg->flags & ISO_F_LANDLOCK)
         e.landlock_fd = build_ruleset(cfg);
     iso_exec_command(&e);
-}
-
-static int worker_main(void *arg)
-{
-    exec_command((const struct iso_config *)arg, 1);
 }
 
 /* The child writes its own id maps: the caller is suspended (vfork) until
@@ -736,37 +735,33 @@ static void write_id_maps(const struct iso_config *cfg)
     CHECK(write_file("/proc/self/gid_map", map, len), "write id map", "/proc/self/gid_map");
 }
 
-/* Execute isolation-init (see init.c) as `isolation-init ARG FD4` with `fd3`
- * as fd 3 and `fd4`, when >= 0, as fd 4 (FD4 is then "4", else "-1"); everything else closes, 0-2 become
- * /dev/null: EOF on the error pipe must come from the execs, and the
- * sandbox's stdio must not be held open by init.  A started worker is
- * killed if the exec fails. */
-static void __attribute__((noreturn)) become_init(const struct iso_config *cfg, int fd3, int fd4, const char *arg,
-                                                  pid_t worker)
+/* Execute isolation-init (see init.c) with the control socket as fd 3 and,
+ * when `ruleset` >= 0, the Landlock ruleset as fd 4; everything else closes,
+ * 0-2 become /dev/null: EOF on the error pipe must come from the execs, and
+ * the sandbox's stdio must not be held open by init.  Its argv only names it
+ * and its environment is empty: nothing of the caller's goes with it. */
+static void __attribute__((noreturn)) become_init(const struct iso_config *cfg, int control, int ruleset)
 {
     int init_fd = fcntl(cfg->init_fd, F_DUPFD_CLOEXEC, 10);
     CHECK(init_fd, "dup", "isolation-init");
-    CHECK(dup2(fd3, 3), "dup2", NULL);
+    CHECK(dup2(control, 3), "dup2", NULL);
     CHECK(fcntl(3, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
-    if (fd4 >= 0) {
-        CHECK(dup2(fd4, 4), "dup2", NULL);
+    if (ruleset >= 0) {
+        CHECK(dup2(ruleset, 4), "dup2", NULL);
         CHECK(fcntl(4, F_SETFD, 0), "fcntl(F_SETFD)", NULL);
     }
-    CHECK(syscall(SYS_close_range, fd4 >= 0 ? 5 : 4, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
+    CHECK(syscall(SYS_close_range, ruleset >= 0 ? 5 : 4, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     CHECK(devnull, "open", "/dev/null");
     for (int fd = 0; fd < 3; fd++)
         CHECK(dup2(devnull, fd), "dup2", "/dev/null");
-    char *const init_argv[] = {"isolation-init", (char *)arg, fd4 >= 0 ? "4" : "-1", NULL};
+    char *const init_argv[] = {"isolation-init", NULL};
     char *const init_envp[] = {NULL};
     syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);
-    int err = errno;
-    if (worker > 0) /* it is running: take it down rather than leave it unsupervised */
-        kill(worker, SIGKILL);
-    iso_die("execveat(isolation-init)", NULL, err);
+    iso_die("execveat(isolation-init)", NULL, errno);
 }
 
-static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int caller_pidfd, int status_fd)
+static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, int caller_pidfd, int control)
 {
     /* Die with the caller; and if it died before that took effect, stop here. */
     CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)", NULL);
@@ -789,11 +784,12 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
         CHECK(sethostname(cfg->hostname, strlen(cfg->hostname)), "sethostname", cfg->hostname);
 
     if (!(cfg->flags & ISO_F_PIDNS))
-        exec_command(cfg, 0);
+        exec_command(cfg);
 
     /* init keeps no privilege it does not need.  (It makes itself non-dumpable
-     * after its exec, in init.c: "dumpable" belongs to the address space,
-     * which is still the caller's here.) */
+     * first thing after its exec, in init.c: "dumpable" belongs to the address
+     * space, which is still the caller's here.  No other process of the
+     * sandbox exists until then: init starts the worker.) */
     if (cfg->flags & ISO_F_CAPS)
         iso_drop_capabilities(cfg->cap_last_cap);
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
@@ -804,32 +800,14 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
-    /* Prepared: isolation-init waits for the command itself, holding the
-     * Landlock ruleset built here (the rules name paths of this root). */
-    if (cfg->flags & ISO_F_PREPARED) {
-        int ruleset = -1;
-        if (cfg->flags & ISO_F_LANDLOCK) {
-            ruleset = fcntl(build_ruleset(cfg), F_DUPFD_CLOEXEC, 10);
-            CHECK(ruleset, "dup", "landlock ruleset");
-        }
-        int control = fcntl(cfg->control_fd, F_DUPFD_CLOEXEC, 10);
-        CHECK(control, "dup", "control socket");
-        become_init(cfg, control, ruleset, "--prepared", -1);
+    /* isolation-init holds the Landlock ruleset built here (the rules name
+     * paths of this root) and takes the command from the control socket. */
+    int ruleset = -1;
+    if (cfg->flags & ISO_F_LANDLOCK) {
+        ruleset = fcntl(build_ruleset(cfg), F_DUPFD_CLOEXEC, 10);
+        CHECK(ruleset, "dup", "landlock ruleset");
     }
-    /* The worker shares init's memory until it execs (vfork semantics):
-     * copying the caller's large address space a second time would cost
-     * more than the rest of the setup.  init is suspended meanwhile, and
-     * the worker touches nothing of init's but its own stack. */
-    const size_t stack_size = 256 * 1024;
-    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
-        iso_die("mmap(worker stack)", NULL, errno);
-    pid_t worker = clone(worker_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
-    CHECK(worker, "clone(worker)", NULL);
-    munmap(stack, stack_size);
-    char pid_text[16];
-    pid_text[iso_fmt_uint(pid_text, (unsigned int)worker)] = '\0';
-    become_init(cfg, status_fd, -1, pid_text, worker);
+    become_init(cfg, control, ruleset);
 }
 
 /* ---- the caller's side ------------------------------------------------------ */
@@ -879,10 +857,124 @@ static int read_setup_report(int fd, struct iso_error *error)
     return -1;
 }
 
+/* The payload of a command too large to travel inline: a memfd holding it,
+ * sealed, or -1 with *error set. */
+static int payload_memfd(const char *buf, size_t len, struct iso_error *error)
+{
+    int memfd = memfd_create("isolation-command", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0) {
+        fail(error, "memfd_create", NULL, errno);
+        return -1;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(memfd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            fail(error, "write command", NULL, n < 0 ? errno : EIO);
+            close(memfd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        fail(error, "seal command", NULL, errno);
+        close(memfd);
+        return -1;
+    }
+    return memfd;
+}
+
+/* Queue the command of `cfg` for a sandbox's init on `control_fd` (worker.h),
+ * with stdio, the write ends of the error and status pipes, and `cgroup_fd`
+ * when >= 0.  No cap of our own on the payload: execve, in the worker,
+ * judges argv and envp.  0, or -1 with *error set. */
+static int send_command(int control_fd, const struct iso_config *cfg, int err_w, int status_w, int cgroup_fd,
+                        struct iso_error *error)
+{
+    struct iso_exec e = {
+        .argv = cfg->argv,
+        .envp = cfg->envp,
+        .exe = cfg->exe,
+        .cwd = cfg->cwd,
+        .rlimits = cfg->rlimits,
+        .n_rlimits = cfg->n_rlimits,
+        .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
+        .bpf_len = cfg->bpf_len,
+    };
+    struct iso_prepared_head head;
+    size_t len = iso_command_size(&e, &head);
+    char *buf = malloc(len); /* the caller's side: allocating is fine here */
+    if (buf == NULL) {
+        fail(error, "malloc", NULL, ENOMEM);
+        return -1;
+    }
+    iso_pack_command(&e, &head, buf);
+    /* Inline unless too large for the message; a socket whose send buffer
+     * cannot take it (a host with a tiny net.core.wmem_default) gets the
+     * memfd too. */
+    int memfd = -1;
+    if (len > ISO_COMMAND_INLINE && (memfd = payload_memfd(buf, len, error)) < 0) {
+        free(buf);
+        return -1;
+    }
+    ssize_t sent;
+    size_t want;
+    for (;;) {
+        struct iso_command_msg msg_head = {.magic = ISO_COMMAND_MAGIC, .flags = 0, .payload_len = len};
+        int fds[ISO_COMMAND_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_w, status_w};
+        size_t nfds = 5;
+        if (cgroup_fd >= 0) {
+            msg_head.flags |= ISO_CMD_CGROUP;
+            fds[nfds++] = cgroup_fd;
+        }
+        if (memfd >= 0) {
+            msg_head.flags |= ISO_CMD_MEMFD;
+            fds[nfds++] = memfd;
+        }
+        union {
+            struct cmsghdr align;
+            char bytes[CMSG_SPACE(sizeof(int) * ISO_COMMAND_FDS)];
+        } control;
+        memset(&control, 0, sizeof control);
+        struct iovec iov[2] = {{.iov_base = &msg_head, .iov_len = sizeof msg_head},
+                               {.iov_base = buf, .iov_len = len}};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = memfd >= 0 ? 1 : 2, .msg_control = control.bytes,
+                             .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+        want = sizeof msg_head + (memfd >= 0 ? 0 : len);
+        do
+            sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
+        while (sent < 0 && errno == EINTR);
+        if (sent < 0 && errno == EMSGSIZE && memfd < 0) {
+            if ((memfd = payload_memfd(buf, len, error)) < 0) {
+                free(buf);
+                return -1;
+            }
+            continue;
+        }
+        break;
+    }
+    int err = errno;
+    free(buf);
+    if (memfd >= 0)
+        close(memfd);
+    if (sent != (ssize_t)want) {
+        fail(error, "send command", NULL, sent < 0 ? err : EIO);
+        return -1;
+    }
+    return 0;
+}
+
 struct child_args {
     const struct iso_config *cfg;
     int err_fd;
-    int status_fd;
+    int control_fd;     /* the sandbox's end of the control socket (pid namespace only) */
     int caller_pidfd;
     int sandbox_flags;  /* the joiner's clone flags for the sandbox */
     char *sandbox_stack;
@@ -893,7 +985,7 @@ static int child_entry(void *arg)
 {
     struct child_args *a = arg;
     iso_err_fd = a->err_fd;
-    child_main(a->cfg, a->caller_pidfd, a->status_fd);
+    child_main(a->cfg, a->caller_pidfd, a->control_fd);
 }
 
 static const int prepared_types[3] = {CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC};
@@ -920,7 +1012,7 @@ static int joiner_entry(void *arg)
 
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
 {
-    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, caller_pidfd = -1;
+    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, control[2] = {-1, -1}, caller_pidfd = -1;
     const size_t stack_size = 512 * 1024;
     void *stack = MAP_FAILED;
     sigset_t all, saved;
@@ -937,6 +1029,26 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
         goto fail;
     }
     fcntl(caller_pidfd, F_SETFD, FD_CLOEXEC);
+    /* With a pid namespace, isolation-init (pid 1) exists before any other
+     * process of the sandbox: it takes the command from a control socket
+     * and starts the worker.  A sandbox built ahead of demand waits on the
+     * caller's socket; on demand the command is queued before the clone, so
+     * init finds it at once, and the error pipe (in the message) reports
+     * the worker's setup like the sandbox's. */
+    int control_fd = -1;
+    if ((cfg->flags & ISO_F_PIDNS) && (cfg->flags & ISO_F_PREPARED)) {
+        control_fd = cfg->control_fd;
+    } else if (cfg->flags & ISO_F_PIDNS) {
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) < 0) {
+            fail(&out->error, "socketpair", NULL, errno);
+            goto fail;
+        }
+        if (send_command(control[0], cfg, err_pipe[1], status_pipe[1], -1, &out->error) < 0)
+            goto fail;
+        close(control[0]); /* init reads what is queued */
+        control[0] = -1;
+        control_fd = control[1];
+    }
     stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         fail(&out->error, "mmap(child stack)", NULL, errno);
@@ -965,7 +1077,7 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
      * before unblocking anything. */
     /* The joiner, when there is one, runs on the top 64 KiB of the stack
      * area and the sandbox below it. */
-    struct child_args args = {cfg, err_pipe[1], status_pipe[1], caller_pidfd, flags,
+    struct child_args args = {cfg, err_pipe[1], control_fd, caller_pidfd, flags,
                               (char *)stack + stack_size - 64 * 1024, -1};
     block_for_clone(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
@@ -989,6 +1101,10 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     err_pipe[1] = -1;
     close(status_pipe[1]);
     status_pipe[1] = -1;
+    if (control[1] >= 0) { /* init's copy is all that is left; so is the command's */
+        close(control[1]);
+        control[1] = -1;
+    }
     if (pid < 0) {
         fail(&out->error, "clone", NULL, saved_errno);
         goto fail;
@@ -1018,6 +1134,8 @@ fail:
             close(err_pipe[i]);
         if (status_pipe[i] >= 0)
             close(status_pipe[i]);
+        if (control[i] >= 0)
+            close(control[i]);
     }
     if (caller_pidfd >= 0)
         close(caller_pidfd);
@@ -1115,60 +1233,15 @@ int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_
 int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out)
 {
     int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1};
-    char *buf = NULL;
     memset(out, 0, sizeof *out);
     out->pid = -1;
     out->status_fd = -1;
-    struct iso_exec e = {
-        .argv = cfg->argv,
-        .envp = cfg->envp,
-        .exe = cfg->exe,
-        .cwd = cfg->cwd,
-        .rlimits = cfg->rlimits,
-        .n_rlimits = cfg->n_rlimits,
-        .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
-        .bpf_len = cfg->bpf_len,
-    };
-    buf = malloc(ISO_PREPARED_MAX); /* the caller's side: allocating is fine here */
-    if (buf == NULL) {
-        fail(&out->error, "malloc", NULL, ENOMEM);
-        goto fail;
-    }
-    size_t len = iso_pack_command(&e, buf, ISO_PREPARED_MAX);
-    if (len == 0) {
-        fail(&out->error, "pack command", NULL, E2BIG);
-        goto fail;
-    }
     if (pipe2(err_pipe, O_CLOEXEC) < 0 || pipe2(status_pipe, O_CLOEXEC) < 0) {
         fail(&out->error, "pipe2", NULL, errno);
         goto fail;
     }
-    int fds[ISO_PREPARED_FDS] = {cfg->stdio[0], cfg->stdio[1], cfg->stdio[2], err_pipe[1], status_pipe[1],
-                                 cfg->cgroup_procs_fd};
-    size_t nfds = cfg->cgroup_procs_fd >= 0 ? 6 : 5;
-    union {
-        struct cmsghdr align;
-        char bytes[CMSG_SPACE(sizeof(int) * ISO_PREPARED_FDS)];
-    } control;
-    memset(&control, 0, sizeof control);
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
-                         .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    ssize_t sent;
-    do
-        sent = sendmsg(control_fd, &msg, MSG_NOSIGNAL);
-    while (sent < 0 && errno == EINTR);
-    if (sent != (ssize_t)len) {
-        fail(&out->error, "send command", NULL, sent < 0 ? errno : EIO);
+    if (send_command(control_fd, cfg, err_pipe[1], status_pipe[1], cfg->cgroup_procs_fd, &out->error) < 0)
         goto fail;
-    }
-    free(buf);
-    buf = NULL;
     close(err_pipe[1]);
     err_pipe[1] = -1;
     close(status_pipe[1]);
@@ -1182,7 +1255,6 @@ int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_st
     return 0;
 
 fail:
-    free(buf);
     for (int i = 0; i < 2; i++) {
         if (err_pipe[i] >= 0)
             close(err_pipe[i]);

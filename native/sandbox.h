@@ -27,7 +27,7 @@
 #define ISO_F_LANDLOCK 128
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
-#define ISO_F_PREPARED 1024 /* build the sandbox, then let its init wait on control_fd for the command */
+#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command */
 /* The host layout (no user namespace): */
 #define ISO_F_HOST_IDS 65536   /* become uid_inside/gid_inside, no supplementary groups (a root caller) */
 #define ISO_F_HELD_CAPS 131072 /* empty the four capability sets a process may lower itself (not the bounding set) */
@@ -82,7 +82,8 @@ struct iso_config {
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
     int ns_fds[3];            /* prepared user, net, ipc namespaces to join (-1: create them) */
-    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair */
+    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair (on demand,
+                                 iso_spawn makes its own and queues the command in it) */
 };
 
 struct iso_error {
@@ -106,7 +107,12 @@ struct iso_started {
     struct iso_error error;
 };
 
-/* 0: the command was executed.  -1: setup failed, `out->error` says where. */
+/* Build a sandbox and run the command in it.  With a pid namespace, the
+ * command goes to the sandbox's isolation-init through a control socket,
+ * as for a prepared sandbox (so pid 1 is isolation-init before the command
+ * exists); with ISO_F_PREPARED nothing is run: init waits on cfg->control_fd.
+ * 0: the command was executed (or, ISO_F_PREPARED, init is waiting).
+ * -1: setup failed, `out->error` says where; nothing of the sandbox is left. */
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
 
 /* Run a command in a sandbox built with ISO_F_PREPARED, through the caller's

@@ -169,48 +169,55 @@ void iso_exec_command(const struct iso_exec *e)
     iso_die("execve", e->exe, errno);
 }
 
-/* ---- the command of a prepared sandbox, as one message ---------------------- */
+/* ---- the command sent to a sandbox's init (see worker.h) --------------------- */
 
-struct packer {
-    char *buf;
-    size_t size;
-    size_t at;
-    int full;
-};
-
-static void put(struct packer *p, const void *src, size_t len)
+size_t iso_command_size(const struct iso_exec *e, struct iso_prepared_head *head)
 {
-    if (p->full || len > p->size - p->at) {
-        p->full = 1;
-        return;
-    }
-    memcpy(p->buf + p->at, src, len);
-    p->at += len;
+    head->n_argv = 0;
+    head->n_envp = 0;
+    head->n_rlimits = (uint32_t)e->n_rlimits;
+    head->bpf_len = e->bpf ? (uint32_t)e->bpf_len : 0;
+    size_t size = sizeof *head + sizeof *e->rlimits * head->n_rlimits + (size_t)head->bpf_len * 8;
+    size += strlen(e->exe) + 1 + strlen(e->cwd) + 1;
+    for (; e->argv[head->n_argv]; head->n_argv++)
+        size += strlen(e->argv[head->n_argv]) + 1;
+    for (; e->envp[head->n_envp]; head->n_envp++)
+        size += strlen(e->envp[head->n_envp]) + 1;
+    return size;
 }
 
-size_t iso_pack_command(const struct iso_exec *e, char *buf, size_t size)
+static char *put(char *at, const void *src, size_t len)
 {
-    struct iso_prepared_head head = {0, 0, (uint32_t)e->n_rlimits, e->bpf ? (uint32_t)e->bpf_len : 0};
-    while (e->argv[head.n_argv])
-        head.n_argv++;
-    while (e->envp[head.n_envp])
-        head.n_envp++;
-    if ((size_t)head.n_argv + head.n_envp + 2 > ISO_PREPARED_STRINGS)
+    memcpy(at, src, len);
+    return at + len;
+}
+
+void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *head, char *buf)
+{
+    char *at = put(buf, head, sizeof *head);
+    at = put(at, e->rlimits, sizeof *e->rlimits * head->n_rlimits);
+    at = put(at, e->bpf, (size_t)head->bpf_len * 8);
+    at = put(at, e->exe, strlen(e->exe) + 1);
+    at = put(at, e->cwd, strlen(e->cwd) + 1);
+    for (uint32_t i = 0; i < head->n_argv; i++)
+        at = put(at, e->argv[i], strlen(e->argv[i]) + 1);
+    for (uint32_t i = 0; i < head->n_envp; i++)
+        at = put(at, e->envp[i], strlen(e->envp[i]) + 1);
+}
+
+size_t iso_command_strings(const char *buf, size_t len)
+{
+    struct iso_prepared_head head;
+    if (len < sizeof head)
         return 0;
-    struct packer p = {buf, size, 0, 0};
-    put(&p, &head, sizeof head);
-    put(&p, e->rlimits, sizeof *e->rlimits * head.n_rlimits);
-    put(&p, e->bpf, (size_t)head.bpf_len * 8);
-    put(&p, e->exe, strlen(e->exe) + 1);
-    put(&p, e->cwd, strlen(e->cwd) + 1);
-    for (uint32_t i = 0; i < head.n_argv; i++)
-        put(&p, e->argv[i], strlen(e->argv[i]) + 1);
-    for (uint32_t i = 0; i < head.n_envp; i++)
-        put(&p, e->envp[i], strlen(e->envp[i]) + 1);
-    return p.full ? 0 : p.at;
+    memcpy(&head, buf, sizeof head);
+    size_t n = (size_t)head.n_argv + head.n_envp;
+    if (head.n_argv == 0 || n > len) /* every string takes a byte at least */
+        return 0;
+    return n + 2;
 }
 
-int iso_unpack_command(char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings)
+int iso_unpack_command(const char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings)
 {
     struct iso_prepared_head head;
     if (len < sizeof head)
@@ -221,7 +228,7 @@ int iso_unpack_command(char *buf, size_t len, struct iso_exec *e, const char **s
     if (head.n_rlimits > 64 || head.bpf_len > 4096 || fixed > len - at ||
         (size_t)head.n_argv + head.n_envp + 2 > n_strings || head.n_argv == 0)
         return -1;
-    e->rlimits = (const struct iso_rlimit *)(buf + at); /* buf is 8-byte aligned, the head 16 bytes */
+    e->rlimits = (const struct iso_rlimit *)(buf + at); /* buf is page aligned, the head 16 bytes */
     e->n_rlimits = (int)head.n_rlimits;
     at += sizeof *e->rlimits * head.n_rlimits;
     e->bpf = head.bpf_len ? buf + at : NULL;

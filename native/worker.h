@@ -62,14 +62,28 @@ void iso_clear_capabilities(void);
 /* Every signal disposition back to SIG_DFL (SIG_IGN survives execve). */
 void iso_default_handlers(void);
 
-/* A command for a prepared sandbox, as one SOCK_SEQPACKET message: a head,
- * the rlimits, the seccomp program, then exe, cwd, argv and envp as
- * NUL-terminated strings.  Descriptors travel alongside (SCM_RIGHTS): stdin,
- * stdout, stderr, the error pipe, the status pipe, and the cgroup.procs to
- * join when there is one. */
-#define ISO_PREPARED_MAX (64 * 1024)
-#define ISO_PREPARED_STRINGS 4096 /* argv + envp entries */
-#define ISO_PREPARED_FDS 6
+/* A command for a sandbox's init, as one SOCK_SEQPACKET message: a struct
+ * iso_command_msg, then the payload (a head, the rlimits, the seccomp
+ * program, then exe, cwd, argv and envp as NUL-terminated strings) when it
+ * takes at most ISO_COMMAND_INLINE bytes, as nearly every command does.  A
+ * larger payload travels as a memfd instead, sealed against writing, growing
+ * and shrinking (init maps it: what it parses cannot change, nor fault), so
+ * there is no cap of our own: execve judges argv and envp, with the
+ * sandbox's RLIMIT_STACK, exactly as for any process.  Descriptors travel
+ * alongside (SCM_RIGHTS): stdin, stdout, stderr, the error pipe, the status
+ * pipe, then the cgroup.procs to join (ISO_CMD_CGROUP) and the payload's
+ * memfd (ISO_CMD_MEMFD) when there are. */
+#define ISO_COMMAND_INLINE (32 * 1024)
+#define ISO_COMMAND_FDS 7
+#define ISO_COMMAND_MAGIC 0x69736f63u /* "isoc" */
+#define ISO_CMD_CGROUP 1
+#define ISO_CMD_MEMFD 2
+
+struct iso_command_msg {
+    uint32_t magic;
+    uint32_t flags;       /* ISO_CMD_* */
+    uint64_t payload_len;
+};
 
 struct iso_prepared_head {
     uint32_t n_argv;
@@ -78,9 +92,14 @@ struct iso_prepared_head {
     uint32_t bpf_len; /* instructions; 0: no seccomp */
 };
 
-/* Bytes written to `buf`, or 0 when the command does not fit. */
-size_t iso_pack_command(const struct iso_exec *e, char *buf, size_t size);
+/* The payload's size for `e` (fills *head). */
+size_t iso_command_size(const struct iso_exec *e, struct iso_prepared_head *head);
+/* Writes the payload (iso_command_size bytes) into `buf`. */
+void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *head, char *buf);
+/* How many entries the `strings` array of iso_unpack_command needs, or 0 if
+ * the payload is malformed. */
+size_t iso_command_strings(const char *buf, size_t len);
 /* Fills `e` (argv and envp point into `strings`, the rest into `buf`); -1 if malformed. */
-int iso_unpack_command(char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings);
+int iso_unpack_command(const char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings);
 
 #endif

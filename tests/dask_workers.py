@@ -36,7 +36,7 @@ def pool_state() -> dict[str, object]:
                 cmdline = f.read()
         except (OSError, ValueError):
             continue
-        if parent == me and b"--prepared" in cmdline:
+        if parent == me and cmdline == b"isolation-init\0":  # no run is in flight: a prepared sandbox
             prepared.append(int(pid))
     threads = sorted({t.name for t in threading.enumerate() if t.name in PREPARE_THREADS})
     return {"pid": me, "threads": threads, "prepared": prepared}

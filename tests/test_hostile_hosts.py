@@ -250,11 +250,6 @@ def test_cli_exit_status_and_message_match_between_plan_and_run(host: str) -> No
                 assert cause in run.stderr
 
 
-@pytest.mark.xfail(
-    reason="issue 11 item 10, fixed on another branch: bwrap that cannot set up returns exit 1 and the full "
-    "`enforced` instead of SandboxSetupError; auto, probe and plan already refuse (tests above)",
-    strict=False,
-)
 @pytest.mark.parametrize("host", sorted(_BWRAP_BLOCKED - {"seccomp-denied"}))  # there build_plan refuses first
 def test_bwrap_run_that_cannot_set_up_refuses(host: str, outcomes: dict[str, dict[str, Any]]) -> None:
     run = _outcomes_on(host, outcomes)["bwrap/strict"]["run"]

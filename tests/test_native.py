@@ -3,6 +3,7 @@ its degradation ladder; each attack has a control where the same probe succeeds.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import child_pids
+from procs import child_pids, fd_table
 
 import isolation
 from isolation import IsolationPolicy
@@ -187,6 +188,7 @@ def test_best_effort_without_user_namespaces(host_layout_dir: str, host_lacking:
     host_lacking("userns")
     policy = IsolationPolicy().with_read(str(readable))
     code = f"""
+import errno
 import os
 print(open('{readable}/f').read())
 for p in ('{secret}', '/etc/hostname'):
@@ -227,9 +229,12 @@ def test_setup_error_names_step_path_and_errno(tmp_path: Path) -> None:
     plan = build_plan(IsolationPolicy().with_read(str(gone)), ["true"])
     gone.rmdir()  # vanishes between planning and spawning
     null = os.open(os.devnull, os.O_RDWR)
+    before = fd_table()
     try:
         with pytest.raises(SandboxSetupError) as info:
             NativeBackend().launch(plan, Stdio(null, null, null))
+        # The failed sandbox was killed and reaped; nothing of it is left with the caller.
+        assert fd_table() == before and child_pids() == []
     finally:
         os.close(null)
     assert info.value.step == "open bind source"
@@ -240,6 +245,7 @@ def test_setup_error_names_step_path_and_errno(tmp_path: Path) -> None:
 
 def test_mounts_are_read_only_where_the_policy_says(tmp_path: Path) -> None:
     code = """
+import errno
 import os
 for p in ('/usr', '/', '/etc/passwd', '/dev', '/proc/sys'):
     st = os.statvfs(p)
@@ -378,11 +384,16 @@ def _wait_for(check: Callable[[], bool], bound: float = 5.0) -> bool:
 
 
 def _prepared_pids() -> list[int]:
+    """The inits of the pool's prepared sandboxes that wait as this process's children,
+    each an isolation-init named by nothing but its own name (argv)."""
+    from isolation.backends import prepared
+
+    kids = set(child_pids())
     found = []
-    for pid in child_pids():
+    for sandbox in [s for q in list(prepared.POOL._ready.values()) for s in list(q)]:
         try:
-            if b"--prepared" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
+            if sandbox.pid in kids and Path(f"/proc/{sandbox.pid}/cmdline").read_bytes() == b"isolation-init\0":
+                found.append(sandbox.pid)
         except OSError:  # ended meanwhile
             continue
     return found
@@ -456,10 +467,20 @@ def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.Mon
     py("pass")
     if mode == "prepared-sandboxes":
         assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    took: list[bool] = []
+    real_take = prepared.POOL.take
+
+    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
+        got = real_take(*args)  # type: ignore[arg-type]
+        took.append(got[0] is not None)
+        return got
+
+    monkeypatch.setattr(prepared.POOL, "take", take)
     res = isolation.run(["sh", "-c", probe], backend="native")
     lines = res.stdout.decode().splitlines()
     assert lines[:2] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], lines
-    assert ("--prepared" in lines[2]) == (mode == "prepared-sandboxes")  # control: the path it names
+    assert lines[2] == "isolation-init ", lines  # pid 1 on either path
+    assert took == [mode == "prepared-sandboxes"]  # control: the path this run took
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # control: the caller does ignore it
     native.settle()
 
@@ -504,4 +525,103 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     os.fstat(waiting.control_fd)  # the parent's is untouched, and the sandbox still waits
     assert waiting.pid in _prepared_pids()
+    native.settle()
+
+
+# -- argv and environment as large as execve takes, on every path (issue 11 C.18) ----------
+
+COUNT_ARGS = (
+    'n=0; for a; do n=$((n+${#a})); done; '
+    'e=0; for v in 1 2 3 4; do eval "x=\\$BIG$v"; e=$((e+${#x})); done; echo $# $n $e'
+)
+
+
+def _take_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each run from now on took a prepared sandbox."""
+    from isolation.backends import prepared
+
+    took: list[bool] = []
+    real_take = prepared.POOL.take
+
+    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
+        got = real_take(*args)  # type: ignore[arg-type]
+        took.append(got[0] is not None)
+        return got
+
+    monkeypatch.setattr(prepared.POOL, "take", take)
+    return took
+
+
+def _ready_for(mode: str, policy: IsolationPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolation.backends import prepared
+
+    if mode == "on-demand":
+        monkeypatch.setenv(prepared.ENV, "0")
+        return
+    monkeypatch.delenv(prepared.ENV, raising=False)
+    py("pass", policy)
+    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+
+
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
+def test_a_command_within_execves_limits_runs_on_every_path(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """About 1 MiB of argv and environment (each string under execve's 128 KiB): far over
+    the 64 KiB a prepared sandbox's message used to take."""
+    native.settle()
+    policy = IsolationPolicy(env_allowlist=("BIG1", "BIG2", "BIG3", "BIG4"))
+    for v in range(1, 5):
+        monkeypatch.setenv(f"BIG{v}", "e" * (100 * 1024))
+    _ready_for(mode, policy, monkeypatch)
+    took = _take_spy(monkeypatch)
+    args = ["a" * (120 * 1024)] * 5 + ["b"] * 1000
+    res = isolation.run(["/bin/sh", "-c", COUNT_ARGS, "sh", *args], policy, backend="native", timeout=60)
+    assert (res.returncode, res.stderr) == (0, b""), res
+    assert res.stdout.split() == [b"1005", str(600 * 1024 + 1000).encode(), str(400 * 1024).encode()]
+    assert took == [mode == "prepared-sandboxes"]  # control: the path this run took
+    native.settle()
+
+
+@pytest.mark.parametrize("oversized", ["total", "one-string"])
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
+def test_a_command_beyond_execves_limits_fails_as_execve_does_on_every_path(
+    monkeypatch: pytest.MonkeyPatch, mode: str, oversized: str
+) -> None:
+    native.settle()
+    args = ["y" * (100 * 1024)] * 80 if oversized == "total" else ["z" * (129 * 1024)]
+    with pytest.raises(OSError) as plain:  # control: what plain subprocess says of the same argv
+        subprocess.run(["/bin/true", *args], check=False)
+    assert plain.value.errno == errno.E2BIG
+    before = fd_table()
+    _ready_for(mode, IsolationPolicy(), monkeypatch)
+    took = _take_spy(monkeypatch)
+    with pytest.raises(SandboxSetupError) as exc:
+        isolation.run(["/bin/true", *args], backend="native", timeout=60)
+    assert (exc.value.step, exc.value.errno) == ("execve", errno.E2BIG)
+    assert took == [mode == "prepared-sandboxes"]
+    # The failed sandbox was killed and reaped; nothing of it is left with the caller.
+    assert fd_table() == before and child_pids() == []
+
+
+def test_a_command_the_control_socket_cannot_carry_inline_travels_in_a_memfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message over the socket's send buffer (a host with a tiny net.core.wmem_default)
+    is refused with EMSGSIZE; the payload then travels in a memfd instead."""
+    from isolation.backends import prepared
+
+    native.settle()
+    _ready_for("prepared-sandboxes", IsolationPolicy(), monkeypatch)
+    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    with socket.socket(fileno=os.dup(waiting.control_fd)) as control:
+        control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sndbuf = control.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        arg = "q" * (2 * sndbuf)  # over the buffer, under the 32 KiB that travel inline
+        assert 2 * sndbuf < 32 * 1024
+        with pytest.raises(OSError) as refused:  # control: the socket refuses such a message
+            control.send(arg.encode())
+        assert refused.value.errno == errno.EMSGSIZE
+    its_pidns = os.readlink(f"/proc/{waiting.pid}/ns/pid")
+    took = _take_spy(monkeypatch)
+    probe = 'echo ${#1}; readlink /proc/self/ns/pid'
+    res = isolation.run(["/bin/sh", "-c", probe, "sh", arg], backend="native", timeout=60)
+    assert (res.returncode, res.stdout) == (0, f"{len(arg)}\n{its_pidns}\n".encode()), res
+    assert took == [True]  # that very sandbox ran it (not one built on demand after a failed send)
     native.settle()

@@ -218,7 +218,7 @@ def test_plan_and_cli_show_the_filter(capsys: pytest.CaptureFixture[str]) -> Non
     assert "unshare" in out and "io_uring_setup" in out
     assert cli_main(["plan", "--backend", "bwrap", "--json", "--", "true"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["seccomp"]["denied"] == list(default().denied)
+    assert doc["seccomp"]["denied"] == list(default().fully_denied)
     assert doc["seccomp"]["rules"][0] == "unshare: EPERM"
 
 

@@ -107,7 +107,7 @@ def test_a_file_the_caller_passes_is_the_callers_risk(backend: str, tmp_path: os
 
 def _cli(backend: str, stdin: int, stdout: int, stderr: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--", "python3", "-c", PROBE],
+        [sys.executable, "-m", "isolation", "run", "--backend", backend, "--", "/usr/bin/python3", "-c", PROBE],
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,

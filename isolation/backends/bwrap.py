@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -13,12 +15,16 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+
+import attrs
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
@@ -44,19 +50,32 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 
 
-def _sweep_dev_copies(base: str) -> None:
-    """Remove copies left by callers that died before cleaning up (SIGKILL)."""
+def _sweep_dead_owners(base: str, kind: str) -> None:
+    """Remove `isolation-<kind>-<pid>-*` directories in `base` whose owning process
+    is gone: left by callers that died without atexit (SIGKILL, os._exit, fork-pool
+    workers). Only our own directories, never a symlink, never a live owner's."""
+    pattern = re.compile(rf"isolation-{kind}-(\d+)-\w+")
+    uid = os.geteuid()
     with contextlib.suppress(OSError):
         for entry in os.listdir(base):
-            m = re.fullmatch(r"isolation-dev-(\d+)-\w+", entry)
+            m = pattern.fullmatch(entry)
             if m is None:
                 continue
+            path = os.path.join(base, entry)
             try:
+                st = os.lstat(path)
+                if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
+                    continue
                 os.kill(int(m.group(1)), 0)
             except ProcessLookupError:
-                shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
-            except PermissionError:
+                shutil.rmtree(path, ignore_errors=True)
+            except OSError:  # another user's live process (EPERM), or gone meanwhile
                 pass
+
+
+def _sweep_dev_copies(base: str) -> None:
+    """Remove device-node copies left by callers that died before cleaning up."""
+    _sweep_dead_owners(base, "dev")
 
 
 def make_dev_copies() -> str:
@@ -128,17 +147,33 @@ def bwrap_version(bwrap: str) -> tuple[int, ...]:
     return tuple(int(x) for x in m.groups(default="0")) if m else ()
 
 
-_data_dir: str | None = None
+# The per-process directory of `_data_file`s and the pid that made it: a forked
+# child makes its own (its parent may remove the inherited one at exit).
+_data_dir: tuple[int, str] | None = None
+
+
+def _data_dir_path() -> str:
+    """This process's data directory, created on first use; leftovers of dead callers are swept then."""
+    global _data_dir
+    pid = os.getpid()
+    if _data_dir is None or _data_dir[0] != pid:
+        base = tempfile.gettempdir()
+        _sweep_dead_owners(base, "data")
+        path = tempfile.mkdtemp(prefix=f"isolation-data-{pid}-", dir=base)
+        _data_dir = (pid, path)
+        atexit.register(_remove_data_dir, pid, path)
+    return _data_dir[1]
+
+
+def _remove_data_dir(pid: int, path: str) -> None:
+    if os.getpid() == pid:  # atexit handlers are inherited by forked children
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _data_file(content: bytes) -> str:
     """A read-only file holding `content`, for `--ro-bind` (content-addressed, per process)."""
-    global _data_dir
     with _lock:
-        if _data_dir is None:
-            _data_dir = tempfile.mkdtemp(prefix="isolation-data-")
-            atexit.register(shutil.rmtree, _data_dir, True)
-        path = os.path.join(_data_dir, hashlib.sha256(content).hexdigest()[:32])
+        path = os.path.join(_data_dir_path(), hashlib.sha256(content).hexdigest()[:32])
         if not os.path.exists(path):
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
@@ -177,6 +212,22 @@ def _mask_bind() -> str:
     return "--bind" if os.geteuid() == 0 else "--ro-bind"
 
 
+# The static program bubblewrap executes in place of the command (native/bwrap_exec.c).
+EXEC_PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_isolation_exec")
+
+
+@attrs.frozen
+class ExecReport:
+    """What `_isolation_exec` is given: descriptors (as numbered inside bubblewrap) of
+    the report pipe's write end, the command's real stderr and the program itself,
+    and the command's path inside the sandbox (it executes that path, no search)."""
+
+    report_fd: int
+    stderr_fd: int
+    self_fd: int
+    path: str
+
+
 def plan_to_bwrap_args(
     plan: SandboxPlan,
     bwrap: str,
@@ -185,12 +236,15 @@ def plan_to_bwrap_args(
     info_fd: int | None = None,
     block_fd: int | None = None,
     dev_copies: str | None = None,
+    exec_report: ExecReport | None = None,
 ) -> list[str]:
     """The bubblewrap argv for `plan`. Every namespace is requested explicitly, so a
     namespace the kernel cannot create makes bwrap fail instead of being skipped.
 
     `info_fd`: bubblewrap writes the sandbox init's host pid there (JSON). `block_fd`:
     the sandbox waits, set up but before running the command, until a byte arrives.
+    `exec_report`: bubblewrap executes `_isolation_exec` (from a descriptor), which
+    reports whether the command's execve happened (see `ExecReport`).
     """
     args = [bwrap, "--unshare-all", "--unshare-user", "--unshare-cgroup"]
     if plan.network:
@@ -243,7 +297,12 @@ def plan_to_bwrap_args(
         args += ["--info-fd", str(info_fd)]
     if block_fd is not None:
         args += ["--block-fd", str(block_fd)]
-    args += ["--", *plan.argv]
+    if exec_report is None:
+        args += ["--", *plan.argv]
+    else:
+        r = exec_report
+        fds = (str(r.report_fd), str(r.stderr_fd), str(r.self_fd))
+        args += ["--", f"/proc/self/fd/{r.self_fd}", *fds, r.path, *plan.argv]
     return args
 
 
@@ -417,9 +476,14 @@ class BwrapChild(PopenChild):
         init_pidfd: int,
         cgroup: PidsCgroup | None = None,
         dev_copies: str | None = None,
+        bwrap_stderr: int = -1,
     ) -> None:
         super().__init__(proc, kill_group=True)
         self._dev_copies = dev_copies
+        # The read end of bubblewrap's own stderr. Held until the end, so bubblewrap
+        # never meets a closed pipe (SIGPIPE) while its sandbox runs.
+        self._bwrap_stderr = bwrap_stderr
+        self.started = False  # set by launch() once the command has been executed
         self._init_pidfd = init_pidfd
         self._init_lock = threading.Lock()
         self._cgroup = cgroup
@@ -441,6 +505,11 @@ class BwrapChild(PopenChild):
     def kill(self) -> None:
         self._kill_init()
         super().kill()
+
+    def setup_error(self, fallback: SandboxSetupError) -> SandboxSetupError:
+        """After a failed start, once killed and reaped: bubblewrap's own message as an error."""
+        fd = self._bwrap_stderr
+        return fallback if fd < 0 else _bwrap_error(_drain(fd), fallback)
 
     def usage(self) -> Usage | None:
         # The monitor's rusage covers bubblewrap itself only: it exits before its
@@ -476,6 +545,15 @@ class BwrapChild(PopenChild):
             dev, self._dev_copies = self._dev_copies, None
             if dev is not None:  # the sandbox is gone: nothing is bound from it any more
                 shutil.rmtree(dev, ignore_errors=True)
+            if self.started:  # else launch() still reads bubblewrap's message
+                self.close()
+
+    def close(self) -> None:
+        """Release bubblewrap's stderr pipe (once the sandbox has ended and any error was read)."""
+        with self._init_lock:  # poll() and wait() may race here from two threads
+            fd, self._bwrap_stderr = self._bwrap_stderr, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __del__(self) -> None:
         fd = getattr(self, "_init_pidfd", -1)
@@ -490,23 +568,28 @@ class BwrapChild(PopenChild):
         dev = getattr(self, "_dev_copies", None)
         if dev is not None:
             shutil.rmtree(dev, ignore_errors=True)
+        err = getattr(self, "_bwrap_stderr", -1)
+        if err >= 0:
+            os.close(err)
 
 
-def _read_init_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int | None:
-    """The sandbox init's host pid from bubblewrap's --info-fd; None when bubblewrap
-    exited before creating the sandbox (its own error message is on the command's stderr)."""
+def _read_to_eof(fd: int, deadline: float, what: str) -> bytes:
+    """Everything written to pipe `fd` until its last writer closes it; SandboxSetupError past `deadline`."""
     data = b""
-    deadline = time.monotonic() + _INFO_TIMEOUT
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not _poll_fd(info_fd, remaining):
-            raise SandboxSetupError(
-                f"bubblewrap did not report its sandbox within {_INFO_TIMEOUT:g}s", step="info-fd", path=str(proc.args)
-            )
-        chunk = os.read(info_fd, 4096)
+        if remaining <= 0 or not _poll_fd(fd, remaining):
+            raise SandboxSetupError(f"bubblewrap did not {what} within {_INFO_TIMEOUT:g}s", step="bwrap")
+        chunk = os.read(fd, 4096)
         if not chunk:
-            break
+            return data
         data += chunk
+
+
+def _read_init_pid(info_fd: int, deadline: float) -> int | None:
+    """The sandbox init's host pid from bubblewrap's --info-fd; None when bubblewrap
+    exited before creating the sandbox (its error message is on its stderr pipe)."""
+    data = _read_to_eof(info_fd, deadline, "report its sandbox")
     if not data:
         return None
     try:
@@ -519,6 +602,81 @@ def _read_init_pid(info_fd: int, proc: subprocess.Popen[bytes]) -> int | None:
     if not isinstance(pid, int) or pid <= 0:
         raise SandboxSetupError(f"unexpected child-pid from bubblewrap: {pid!r}", step="info-fd")
     return pid
+
+
+def _exec_outcome(report: bytes, command: str) -> None:
+    """Return if `_isolation_exec`'s report says the command was executed, else raise."""
+    if report[:1] != b"R":
+        # The report's only writer is gone without a byte: bubblewrap failed before
+        # executing it. Its own message (read once it has exited) replaces this one.
+        raise SandboxSetupError("bubblewrap failed before running the command", step="bwrap")
+    if len(report) == 1:
+        return  # end of file after "reached": the close-on-exec pipe closed in a successful execve
+    err = int.from_bytes(report[2:6], sys.byteorder) if report[1:2] == b"E" and len(report) >= 6 else 0
+    step = report[6:].decode("ascii", "replace") or "execve"
+    what = f"cannot execute {command} in the sandbox" if step == "execve" else f"cannot start {command} ({step})"
+    raise SandboxSetupError(
+        f"{what}: {os.strerror(err) if err else 'malformed report'}", step=step, path=command, errno=err
+    )
+
+
+# bubblewrap's messages end with strerror(errno); map the text back to the number.
+_STRERROR = {os.strerror(e): e for e in range(1, 134)}
+# bubblewrap's own wording where it names no strerror (its namespace messages).
+_PHRASE_ERRNO = (
+    ("No permissions to create", errno.EPERM),  # "creating" upstream, "create" in Debian's build
+    ("(ENOSPC)", errno.ENOSPC),
+    ("does not support user namespaces", errno.EINVAL),
+)
+# What bubblewrap was doing, from words in its message (first match wins).
+_BWRAP_STEPS = (
+    ("namespace", "unshare"),
+    ("uid map", "uid-map"),
+    ("gid map", "uid-map"),
+    ("pivot_root", "pivot_root"),
+    ("mount", "mount"),
+    ("slave", "mount"),
+    ("bind", "mount"),
+    ("source path", "mount"),
+    ("create", "mount-point"),
+    ("execvp", "bwrap-exec"),
+    ("seccomp", "seccomp"),
+)
+_USERNS_HINT = (
+    "; user namespaces are refused to this caller: check user.max_user_namespaces (sysctl), "
+    "kernel.apparmor_restrict_unprivileged_userns (Ubuntu 23.10 and later) or the container's "
+    "seccomp profile (docker run --security-opt)"
+)
+
+
+def _bwrap_error(stderr: bytes, fallback: SandboxSetupError) -> SandboxSetupError:
+    """The SandboxSetupError for bubblewrap's own message on its stderr (`fallback` if none)."""
+    lines = [ln[len("bwrap: ") :] for ln in stderr.decode("utf-8", "replace").splitlines() if ln.startswith("bwrap: ")]
+    if not lines:
+        return fallback
+    line = lines[-1].strip()
+    head, _, tail = line.rpartition(": ")
+    err = _STRERROR.get(tail, 0) if head else 0
+    err = err or next((e for phrase, e in _PHRASE_ERRNO if phrase in line), 0)
+    lower = line.lower()
+    step = next((st for word, st in _BWRAP_STEPS if word in lower), "bwrap")
+    m = re.search(r"(?:^|\s)(/(?!/)[^\s:]*)", line)
+    path = "" if m is None else (m.group(1).removeprefix("/newroot") or "/")
+    hint = _USERNS_HINT if step == "unshare" else ""
+    return SandboxSetupError(
+        f"bubblewrap could not set up the sandbox, the command did not run: {line.rstrip('.')}{hint}",
+        step=step, path=path, errno=err,
+    )  # fmt: skip
+
+
+def _drain(fd: int) -> bytes:
+    """What is buffered in pipe `fd` now (its writers are gone or idle); at most 64 KiB."""
+    os.set_blocking(fd, False)
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while len(data) < 65536 and (chunk := os.read(fd, 65536 - len(data))):
+            data += chunk
+    return data
 
 
 def _open_init(pid: int, monitor: int) -> int:
@@ -567,6 +725,36 @@ def _join_cgroup(cgroup: PidsCgroup, pid: int) -> None:
         ) from None
 
 
+def _start(
+    child: BwrapChild,
+    info_r: int,
+    block_w: int,
+    report_r: int,
+    settings: Sequence[RlimitSetting],
+    cgroup: PidsCgroup | None,
+    command: str,
+) -> None:
+    """Follow bubblewrap from its start to the command's execve: apply the limits to
+    the blocked sandbox, then wait for `_isolation_exec`'s report. Returns once the
+    command has been executed; raises SandboxSetupError when it was not."""
+    deadline = time.monotonic() + _INFO_TIMEOUT
+    init_pid = _read_init_pid(info_r, deadline)
+    if init_pid is not None:
+        child.track_init(_open_init(init_pid, child.pid))
+        if block_w >= 0:
+            if child.init_pidfd < 0:
+                raise SandboxSetupError("the sandbox ended before its limits could be applied", step="prlimit")
+            # The sandbox is set up and waits on its block fd: the command has not run yet.
+            _apply_rlimits(init_pid, settings)
+            if cgroup is not None:
+                _join_cgroup(cgroup, init_pid)
+            try:
+                os.write(block_w, b"1")
+            except BrokenPipeError:  # its set-up failed meanwhile: bubblewrap's message says why
+                raise SandboxSetupError("the sandbox ended before it could start", step="block-fd") from None
+    _exec_outcome(_read_to_eof(report_r, deadline, "start the command"), command)
+
+
 class BwrapBackend:
     name = "bwrap"
 
@@ -582,6 +770,8 @@ class BwrapBackend:
             return Availability(False, f"bubblewrap not found; {INSTALL_HINT}")
         from isolation.backends import canary
 
+        if not is_executable_file(EXEC_PROGRAM):
+            return Availability(False, f"{EXEC_PROGRAM} is missing; reinstall isolation")
         ok, why = userns_status()
         if not ok:
             return Availability(False, f"bubblewrap needs unprivileged user namespaces: {why}")
@@ -601,6 +791,11 @@ class BwrapBackend:
         bwrap = find_bwrap()
         if bwrap is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
+        if not is_executable_file(EXEC_PROGRAM):
+            raise IsolationUnavailable(
+                f"the bwrap backend needs {EXEC_PROGRAM}, built with the package; reinstall isolation "
+                "(or run `setup.py build_ext --inplace` in a source tree)"
+            )
         max_pids = plan.policy.limits.max_pids
         mechanisms = sandbox_limits(plan.policy.limits)
         settings = mechanisms.rlimits
@@ -609,7 +804,7 @@ class BwrapBackend:
             cgroup = PidsCgroup.create_for_sandbox(mechanisms.pids_cgroup_parent, max_pids + 1)  # + bwrap's init
         blocked = bool(settings) or cgroup is not None
         child_ends: list[int] = []
-        info_r = block_w = -1
+        info_r = block_w = report_r = err_r = err_w = -1
         dev_copies: str | None = None
         try:
             seccomp_fd: int | None = None
@@ -624,20 +819,36 @@ class BwrapBackend:
             if blocked:
                 block_r, block_w = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(block_r)
+            # bubblewrap's own stderr is a pipe we read (its message explains a failed
+            # set-up); _isolation_exec hands the command the real one.
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(report_w)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(err_w)  # becomes bubblewrap's fd 2, nothing else
+            child_ends.append(fcntl.fcntl(stdio.stderr, fcntl.F_DUPFD_CLOEXEC, 3))
+            child_ends.append(os.open(EXEC_PROGRAM, os.O_RDONLY | os.O_CLOEXEC))
+            found = plan.executable or plan.find_executable(plan.argv[0])
+            report = ExecReport(report_w, child_ends[-2], child_ends[-1], found[0] if found else plan.argv[0])
             if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
                 dev_copies = make_dev_copies()
             args = plan_to_bwrap_args(
-                plan, bwrap, seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r, dev_copies=dev_copies
+                plan,
+                bwrap,
+                seccomp_fd=seccomp_fd,
+                info_fd=info_w,
+                block_fd=block_r,
+                dev_copies=dev_copies,
+                exec_report=report,
             )
             try:
                 proc = subprocess.Popen(
                     args,
                     stdin=stdio.stdin,
                     stdout=stdio.stdout,
-                    stderr=stdio.stderr,
+                    stderr=err_w,
                     env={},
                     close_fds=True,
-                    pass_fds=tuple(child_ends),
+                    pass_fds=tuple(fd for fd in child_ends if fd != err_w),
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -648,7 +859,7 @@ class BwrapBackend:
                     errno=exc.errno or 0,
                 ) from None
         except BaseException:
-            for fd in (info_r, block_w):
+            for fd in (info_r, block_w, report_r, err_r):
                 if fd >= 0:
                     os.close(fd)
             if cgroup is not None:
@@ -659,28 +870,23 @@ class BwrapBackend:
         finally:
             for fd in child_ends:
                 os.close(fd)
-        child = BwrapChild(proc, -1, cgroup, dev_copies)
+        child = BwrapChild(proc, -1, cgroup, dev_copies, err_r)
         try:
-            init_pid = _read_init_pid(info_r, proc)
-            if init_pid is not None:
-                child.track_init(_open_init(init_pid, proc.pid))
-                if blocked:
-                    if child.init_pidfd < 0:
-                        raise SandboxSetupError("the sandbox ended before its limits could be applied", step="prlimit")
-                    # The sandbox is set up and waits on its block fd: the command has not run yet.
-                    _apply_rlimits(init_pid, settings)
-                    if cgroup is not None:
-                        _join_cgroup(cgroup, init_pid)
-                    os.write(block_w, b"1")
-        except BaseException:
+            _start(child, info_r, block_w, report_r, settings, cgroup, plan.argv[0])
+        except BaseException as exc:
             # Kill before the block fd closes: on EOF bubblewrap would go on without the limits.
             child.kill()
             child.wait()
+            error = child.setup_error(exc) if isinstance(exc, SandboxSetupError) else None
+            child.close()
+            if error is not None:
+                raise error from None
             raise
         finally:
-            os.close(info_r)
-            if block_w >= 0:
-                os.close(block_w)
+            for fd in (info_r, block_w, report_r):
+                if fd >= 0:
+                    os.close(fd)
+        child.started = True
         enforced = list(_ENFORCED_BASE)
         if not plan.network:
             enforced.insert(3, "namespace:net")

@@ -8,7 +8,8 @@ its isolation-init (pid 1 of fresh user, mount, pid, network, IPC, UTS and
 cgroup namespaces, capabilities dropped, no_new_privs) blocks on a socket
 until it receives one command with its descriptors; then it forks the worker,
 which restricts itself (rlimits, Landlock, seccomp) and executes the command,
-exactly as in a sandbox built on demand.
+exactly as in a sandbox built on demand (whose init finds the same message
+queued before the sandbox was built).
 
 Each prepared sandbox runs one command, or none: nothing is reused. Before it
 is used, the host paths bound into it are checked to be the same files as
