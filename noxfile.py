@@ -10,8 +10,9 @@ nox.options.reuse_existing_virtualenvs = False
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite, security tests included, against the real kernel."""
-    session.install("-e", ".[test]")
+    """The whole suite, security tests included, against the real kernel (with the
+    optional Dask extra, so the tests of stages on Dask workers run too)."""
+    session.install("-e", ".[test,dask]")
     session.run("pytest", *session.posargs)
 
 

@@ -8,6 +8,11 @@
 - `isolation/_isolation_exec`: the static program bubblewrap executes in a
   bwrap sandbox, which reports whether the command's execve happened
   (native/bwrap_exec.c).
+
+`python -m build` makes a binary wheel carrying all three. The extension uses
+only CPython's limited API (cffi builds it so), hence the `cp311-abi3` tag: one
+wheel for every Python >= 3.11. `auditwheel repair` then gives it the manylinux
+tag of the glibc symbol versions it needs (.ci/wheel-check).
 """
 
 from __future__ import annotations
@@ -55,4 +60,8 @@ class BuildExtWithInit(build_ext):
         ]
 
 
-setup(cffi_modules=["native/build.py:ffibuilder"], cmdclass={"build_ext": BuildExtWithInit})
+setup(
+    cffi_modules=["native/build.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithInit},
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)

@@ -6,6 +6,17 @@ from __future__ import annotations
 class IsolationError(Exception):
     """Base class. The CLI maps every IsolationError to exit status 125."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled by state, without calling __init__ again (subclasses take keyword-only
+        # arguments): a stage's error comes back from another process, e.g. a Dask worker.
+        return (_restore, (type(self), self.args), self.__dict__)
+
+
+def _restore(cls: type[IsolationError], args: tuple[object, ...]) -> IsolationError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class PolicyError(IsolationError):
     """The policy (or its JSON, or a path in it) is invalid; nothing was run."""

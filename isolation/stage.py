@@ -14,7 +14,10 @@ Calling a stage runs nothing: it binds the arguments into a `Task`. The
 executor derives each task's sandbox with `IsolationPolicy.from_effects`,
 checks every task (backend, paths, command, limits, arguments) before it
 starts any, so a pipeline with one unenforceable stage runs nothing, then runs
-them on a thread pool, one sandbox each.
+them on a thread pool, one sandbox each, or on any `concurrent.futures.Executor`
+you pass (``StageExecutor(executor=client.get_executor(pure=False))`` runs
+them on Dask workers, each building its sandbox and enforcing the policy on its
+own host; see docs/guide.md, "Scaling out").
 
 Arguments and return values cross the boundary as JSON, never pickle: the
 parent decodes what the sandbox sends, and ``pickle.loads`` of hostile bytes
@@ -39,13 +42,14 @@ from outside the interpreter's prefix needs an `FsRead` effect.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -243,12 +247,20 @@ class _Prepared:
 
 
 class StageExecutor:
-    """Runs tasks, each in its own sandbox, on a thread pool; results come back in task order.
+    """Runs tasks, each in its own sandbox, on a thread pool or a given executor; results
+    come back in task order.
 
     Every task is checked before any runs: an unavailable backend, a missing
     path, a command the sandbox cannot see, a limit the backend cannot enforce
     (under strict enforcement) or arguments that are not JSON raise
     IsolationError and nothing runs. A stage is never run without isolation.
+
+    `executor`: any `concurrent.futures.Executor` to run the tasks on instead of a
+    thread pool of `max_workers` (it is not shut down). Where the executor runs a
+    task (another process or host) builds the sandbox, enforces the policy and
+    bounds the reply; only the decoded result comes back (pickled by the executor).
+    The checks run here, so the workers need the same paths as the caller (Python,
+    the stage's code, its inputs) and the same backend.
     """
 
     def __init__(
@@ -259,12 +271,18 @@ class StageExecutor:
         enforcement: Enforcement = "strict",
         max_reply: int = DEFAULT_MAX_REPLY,
         max_reply_depth: int = DEFAULT_MAX_REPLY_DEPTH,
+        executor: Executor | None = None,
     ) -> None:
         """`max_reply` bytes and `max_reply_depth` levels of nesting bound each Python stage's reply."""
         for name, value in (("max_reply", max_reply), ("max_reply_depth", max_reply_depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise PolicyError(f"StageExecutor {name} must be a positive integer, not {value!r}")
+        if executor is not None and not isinstance(executor, Executor):
+            raise PolicyError(f"StageExecutor executor must be a concurrent.futures.Executor, not {executor!r}")
+        if executor is not None and max_workers is not None:
+            raise PolicyError("StageExecutor takes max_workers or executor, not both (the executor sizes itself)")
         self.max_workers = max_workers
+        self.executor = executor
         self.backend = backend
         self.enforcement: Enforcement = enforcement
         self.max_reply = max_reply
@@ -311,31 +329,58 @@ class StageExecutor:
         backend, prepared = self._check(tasks)
         if not prepared:
             return []
+        job = _Job(backend, self.enforcement, self.max_reply, self.max_reply_depth)
+        if self.executor is not None:
+            futures = [self.executor.submit(_run_one, p, job) for p in prepared]
+            return [_collect(p, future) for p, future in zip(prepared, futures, strict=True)]
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="isolation-stage") as pool:
-            return list(pool.map(lambda p: self._run_one(p, backend), prepared))
+            return list(pool.map(functools.partial(_run_one, job=job), prepared))
 
     def call(self, task: Task) -> Any:
         """Run one task and return its value (or raise its error)."""
         return self.run([task])[0].unwrap()
 
-    def _run_one(self, p: _Prepared, backend: str) -> StageResult:
-        st = p.task.stage
-        python = isinstance(st, PythonStage)
-        opts = _Options(backend, None, self.enforcement)
-        try:
-            res = _run(
-                p.argv, p.policy, opts, p.stdin, st.timeout, PIPE, PIPE, reply_limit=self.max_reply if python else None
-            )
-        except IsolationError as exc:
-            return StageResult(st.name, None, None, exc)
-        if res.timed_out:
-            return StageResult(
-                st.name, None, res, StageFailed(f"stage {st.name!r} timed out", stage=st.name, result=res)
-            )
-        if isinstance(st, CommandStage):
-            error = None if res.returncode == 0 else _failed(st.name, f"exited with status {res.returncode}", res)
-            return StageResult(st.name, res, res, error)
-        return _python_result(st.name, res, self.max_reply, self.max_reply_depth)
+
+@attrs.frozen
+class _Job:
+    """What a worker needs besides the task: plain data, so it crosses to another process."""
+
+    backend: str
+    enforcement: Enforcement
+    max_reply: int
+    max_reply_depth: int
+
+
+def _run_one(p: _Prepared, job: _Job) -> StageResult:
+    """Run one checked task where it is called (a thread here, or an executor's worker)."""
+    st = p.task.stage
+    reply_limit = job.max_reply if isinstance(st, PythonStage) else None
+    opts = _Options(job.backend, None, job.enforcement)
+    try:
+        res = _run(p.argv, p.policy, opts, p.stdin, st.timeout, PIPE, PIPE, reply_limit=reply_limit)
+    except IsolationError as exc:
+        return StageResult(st.name, None, None, exc)
+    if res.timed_out:
+        return StageResult(st.name, None, res, StageFailed(f"stage {st.name!r} timed out", stage=st.name, result=res))
+    if isinstance(st, CommandStage):
+        error = None if res.returncode == 0 else _failed(st.name, f"exited with status {res.returncode}", res)
+        return StageResult(st.name, res, res, error)
+    return _python_result(st.name, res, job.max_reply, job.max_reply_depth)
+
+
+def _collect(p: _Prepared, future: Future[StageResult]) -> StageResult:
+    """A task's result from the executor; what the executor itself raised (a lost worker,
+    a task it could not send) is that stage's failure, as any other."""
+    name = p.task.stage.name
+    try:
+        result = future.result()
+    except Exception as exc:  # noqa: BLE001 - whatever the executor raised, the other tasks go on
+        why = f"stage {name!r} did not come back from the executor: {type(exc).__name__}: {exc}"
+        return StageResult(name, None, None, StageFailed(why, stage=name))
+    if not isinstance(result, StageResult):
+        why = f"stage {name!r}: the executor returned {type(result).__name__}, not a StageResult"
+        return StageResult(name, None, None, StageFailed(why, stage=name))
+    return result
 
 
 def _failed(name: str, why: str, res: RunResult) -> StageFailed:
