@@ -9,7 +9,7 @@
   bwrap sandbox, which reports whether the command's execve happened
   (native/bwrap_exec.c).
 
-`python -m build` makes a binary wheel carrying all three. The extension uses
+`python -m build` makes a binary wheel carrying all four. The extension uses
 only CPython's limited API (cffi builds it so), hence the `cp311-abi3` tag: one
 wheel for every Python >= 3.11. `auditwheel repair` then gives it the manylinux
 tag of the glibc symbol versions it needs (.ci/wheel-check).
