@@ -410,26 +410,31 @@ class _Way:
         return self.src.fileno(), select.POLLIN
 
     def step(self) -> None:
+        """Move what can move now: read and write in turn until one side would block
+        (each poll() wake-up then carries as many bytes as the kernel has ready)."""
         if self.done:
             return
-        if not self.pending and not self.eof:
-            try:
-                n = os.splice(self.src.fileno(), self.w, _BUF, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                n = -1
-            except OSError:  # reset by the peer: the end of this direction
-                n = 0
-            if n == 0:
-                self.eof = True
-            elif n > 0:
-                self.pending = n
-        while self.pending:
-            try:
-                m = os.splice(self.r, self.dst.fileno(), self.pending, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                return
-            self.pending -= m
-            self.count += m
+        while True:
+            if not self.pending and not self.eof:
+                try:
+                    n = os.splice(self.src.fileno(), self.w, _BUF, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    return
+                except OSError:  # reset by the peer: the end of this direction
+                    n = 0
+                if n == 0:
+                    self.eof = True
+                else:
+                    self.pending = n
+            while self.pending:
+                try:
+                    m = os.splice(self.r, self.dst.fileno(), self.pending, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    return
+                self.pending -= m
+                self.count += m
+            if self.eof:
+                break
         if self.eof:
             self.done = True
             with contextlib.suppress(OSError):
