@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hostile
 import pytest
 
 import isolation
@@ -32,47 +33,14 @@ pytestmark = [
     pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed"),
 ]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# argv: REFUSE ("none", "mount" or "docker") CALL ("run" or "cli") then the command.
-# Loads the filter with libseccomp, then runs the command with the bwrap backend and
-# prints the outcome as JSON ("run"), or becomes the CLI ("cli").
+# Run on a host from tests/hostile.py ("control", "apparmor-userns": mounts refused,
+# "docker-seccomp": namespaces refused). argv: HOW ("control" or "docker-seccomp"
+# decides the call below) CALL ("run" or "cli") then the command. Runs the command
+# with the bwrap backend and prints the outcome as JSON ("run"), or becomes the CLI ("cli").
 LAUNCHER = r"""
-import json, os, sys
-import cffi
-
-ffi = cffi.FFI()
-ffi.cdef('''
-typedef void *scmp_filter_ctx;
-struct scmp_arg_cmp { unsigned int arg; int op; uint64_t datum_a; uint64_t datum_b; };
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_rule_add_exact_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
-                                 unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
-int seccomp_load(scmp_filter_ctx ctx);
-''')
-lib = ffi.dlopen("libseccomp.so.2")
-ALLOW, EPERM, ENOSYS, MASKED_EQ = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 7
-CLONE_NEW = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
-
-def refuse(ctx, name, action, arg0_bits=()):
-    nr = lib.seccomp_syscall_resolve_name(name.encode())
-    if not arg0_bits:
-        assert lib.seccomp_rule_add_exact_array(ctx, action, nr, 0, ffi.NULL) == 0
-    for bit in arg0_bits:
-        cmp = ffi.new("struct scmp_arg_cmp[1]", [(0, MASKED_EQ, bit, bit)])
-        assert lib.seccomp_rule_add_exact_array(ctx, action, nr, 1, cmp) == 0
+import json, sys
 
 how, call, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-if how != "none":
-    ctx = lib.seccomp_init(ALLOW)
-    refuse(ctx, "mount", EPERM)  # an AppArmor-restricted userns: mounts refused
-    if how == "docker":  # Docker's default profile: no namespaces
-        refuse(ctx, "unshare", EPERM)
-        refuse(ctx, "clone", EPERM, CLONE_NEW)
-        refuse(ctx, "clone3", ENOSYS)
-    assert lib.seccomp_load(ctx) == 0
-
 if call == "cli":
     from isolation.cli import main
     sys.exit(main(["run", "--backend", "bwrap", "--", *cmd]))
@@ -83,7 +51,7 @@ from isolation.backends.bwrap import BwrapBackend
 from isolation.plan import build_plan
 
 try:
-    if how == "docker":
+    if how == "docker-seccomp":
         # What bwrap does when namespaces are refused, past the availability check
         # (which probes unshare, and would refuse earlier).
         launched = BwrapBackend().launch(build_plan(isolation.IsolationPolicy(), cmd), Stdio(0, 1, 2))
@@ -98,10 +66,8 @@ print(json.dumps(out), flush=True)
 
 
 def _launch(how: str, call: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run(
-        [sys.executable, "-c", LAUNCHER, how, call, *cmd], env=env, capture_output=True, text=True, check=False
-    )
+    """Run LAUNCHER on the simulated host `how` (tests/hostile.py)."""
+    return hostile.launch(how, [sys.executable, "-c", LAUNCHER, how, call, *cmd])
 
 
 def _outcome(how: str, *cmd: str) -> dict[str, object]:
@@ -111,37 +77,37 @@ def _outcome(how: str, *cmd: str) -> dict[str, object]:
 
 
 def test_mounts_refused_raise_setup_error_with_bwraps_message() -> None:
-    out = _outcome("mount", "sh", "-c", "echo ran")
+    out = _outcome("apparmor-userns", "sh", "-c", "echo ran")
     assert out["error"] == "SandboxSetupError", out
     assert "enforced" not in out and "returncode" not in out
-    assert out["step"] == "mount" and out["errno"] == errno.EPERM, out
+    assert out["step"] == "mount" and out["errno"] == errno.EACCES, out
     msg = str(out["message"])
     assert "bubblewrap could not set up the sandbox, the command did not run" in msg
-    assert os.strerror(errno.EPERM) in msg  # bubblewrap's own line, as it printed it
+    assert os.strerror(errno.EACCES) in msg  # bubblewrap's own line, as it printed it
     # Control: the same launcher without the refusal runs the command.
-    ok = _outcome("none", "sh", "-c", "echo ran")
+    ok = _outcome("control", "sh", "-c", "echo ran")
     assert (ok["returncode"], ok["stdout"]) == (0, "ran\n"), ok
     assert "namespace:mount" in list(ok["enforced"])  # type: ignore[call-overload]
 
 
 def test_namespaces_refused_raise_setup_error_naming_the_cause() -> None:
-    out = _outcome("docker", "true")
+    out = _outcome("docker-seccomp", "true")
     assert out["error"] == "SandboxSetupError", out
     assert out["step"] == "unshare" and out["errno"] == errno.EPERM, out
     assert "namespace" in str(out["message"]) and "max_user_namespaces" in str(out["message"])
     # Control: without the filter the same launch runs.
-    ok = _outcome("none", "true")
+    ok = _outcome("control", "true")
     assert ok["returncode"] == 0, ok
 
 
 def test_the_cli_exits_125_with_one_line_and_the_command_never_runs(tmp_path: Path) -> None:
-    r = _launch("mount", "cli", "sh", "-c", "echo ran")
+    r = _launch("apparmor-userns", "cli", "sh", "-c", "echo ran")
     assert r.returncode == 125, r
     assert r.stdout == ""
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("isolation: error: bubblewrap could not set up"), r.stderr
     # Control: the same CLI call without the refusal runs the command.
-    ok = _launch("none", "cli", "sh", "-c", "echo ran")
+    ok = _launch("control", "cli", "sh", "-c", "echo ran")
     assert (ok.returncode, ok.stdout) == (0, "ran\n"), ok
 
 
