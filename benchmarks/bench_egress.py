@@ -27,12 +27,12 @@ import sys
 import time
 import timeit
 
+from bench_throughput import backends  # this directory: the backends this host can run
+
 import isolation
 from isolation import IsolationPolicy
-from isolation.backends import get_backend
 from isolation.egress import PROXY_PORT, EgressProxy
 from isolation.egress_rules import parse_rules
-from isolation.errors import IsolationUnavailable
 
 MB = int(os.environ.get("BENCH_EGRESS_MB", "100"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -121,17 +121,6 @@ def client(port: int, via: int, connects: int = 0) -> float:
 
 
 SANDBOX_CLIENT = CLIENT
-
-
-def backends() -> list[str]:
-    names = []
-    for name in ("bwrap", "native"):
-        try:
-            if get_backend(name).availability().ok:
-                names.append(name)
-        except IsolationUnavailable:
-            continue
-    return names
 
 
 def main() -> int:

@@ -467,15 +467,7 @@ def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.Mon
     py("pass")
     if mode == "prepared-sandboxes":
         assert _wait_for(lambda: any(prepared.POOL._ready.values()))
-    took: list[bool] = []
-    real_take = prepared.POOL.take
-
-    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
-        got = real_take(*args)  # type: ignore[arg-type]
-        took.append(got[0] is not None)
-        return got
-
-    monkeypatch.setattr(prepared.POOL, "take", take)
+    took = _take_spy(monkeypatch)
     res = isolation.run(["sh", "-c", probe], backend="native")
     lines = res.stdout.decode().splitlines()
     assert lines[:2] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], lines
