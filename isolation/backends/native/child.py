@@ -42,8 +42,14 @@ class _Reaper:
     def adopt(self, pid: int) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had (RLIMIT_NPROC): reap here, init is exiting
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                    return
+                self._thread = thread
         self._queue.put(pid)
 
     def _run(self) -> None:
