@@ -235,7 +235,9 @@ class NativeChild:
     wait4 init. Settling (`_settle`, under no lock) is what follows and may be slow:
     a pids cgroup's removal is retried while the kernel still detaches the dead
     tasks. `poll()` never blocks on either: a CLI's SIGINT handler may call it while
-    the main thread it interrupted is in the middle of both.
+    the main thread it interrupted is in the middle of both. Releasing (`release`, by
+    the owner once it has collected the result) hands init to the reaper thread and
+    ends the run's ticket with the pool of prepared sandboxes.
     """
 
     def __init__(
@@ -251,7 +253,6 @@ class NativeChild:
         self._pid = pid
         self._on_end = on_end
         self._to_reap = -1  # init, once it has reported: the reaper's, at release()
-        self._deferred = False  # release() waits for the caller (see defer_release)
         self._release_lock = threading.Lock()
         self._cgroup = cgroup
         self._refused_forks = 0
@@ -316,17 +317,11 @@ class NativeChild:
                 cgroup.remove()
         finally:
             self._settled.set()
-        if not self._deferred:
-            self.release()
-
-    def defer_release(self) -> None:
-        """Hold what follows the end (handing init to the reaper, telling the pool of
-        prepared sandboxes the run is over) until release(): both wake a thread, which
-        would compete with a caller still collecting the result."""
-        self._deferred = True
 
     def release(self) -> None:
-        """Run what follows the end, once it has come; idempotent."""
+        """Hand init to the reaper and tell the pool of prepared sandboxes the run is over,
+        once the end has come; idempotent. Both wake a thread, which would compete with a
+        caller still collecting the result: the owner calls this once it has collected it."""
         if self.returncode is None:
             return
         self._settle()
@@ -391,6 +386,10 @@ class NativeChild:
     def poll(self) -> int | None:
         """The exit status, or None while it runs or while another caller is reaping it; never blocks."""
         return self._reap(block=False)
+
+    def term_signal(self, status: int) -> int | None:
+        """init reports the command's wait status: -N is signal N, as with Popen."""
+        return -status if status < 0 else None
 
     def usage(self) -> Usage | None:
         """CPU time and peak RSS of every process of the sandbox, as isolation-init
