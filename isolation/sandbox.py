@@ -129,7 +129,8 @@ class Sandbox:
                 self.stdin.close()
 
     def close(self) -> None:
-        """Kill anything still running, reap it, and release every descriptor."""
+        """Kill anything still running, reap it, release every descriptor, and let the
+        backend do what follows the end (`Child.release`)."""
         if self.poll() is None:
             self.kill()
             self.wait()
