@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import select
 import signal
 import struct
@@ -30,44 +29,66 @@ class Cleanup(Protocol):
 
 class _Reaper:
     """Reaps sandboxes' inits after they have reported: the command and every
-    process of the sandbox are gone by then, and what is left of the exit
-    (the kernel tearing down the namespaces, ~0.5 ms) need not hold up the caller."""
+    process of the sandbox are gone by then, and what is left of the exit (the
+    kernel tearing down the namespaces, ~0.5 ms) need not hold up the caller.
+
+    Back to back, waking a thread for every init (a futex wake, a context switch
+    and a GIL hand-off per run) cost the caller more than the reaping itself
+    (~0.2 ms of CPU per run): so `adopt` first reaps, without blocking, the inits
+    adopted earlier whose exit has completed meanwhile, and a thread only looks
+    after the rest, every `LINGER` seconds while any is left (an exited init
+    stays a zombie that long at most) and asleep when none is."""
+
+    LINGER = 0.05
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[int] = queue.Queue()
+        self._pending: list[int] = []  # adopted, not reaped yet
+        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     def adopt(self, pid: int) -> None:
-        with self._lock:
+        with self._cond:
+            self._pending = [p for p in self._pending if not _reaped(p)]
+            self._pending.append(pid)
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # no thread to be had (RLIMIT_NPROC): reap here, init is exiting
+                    self._pending.remove(pid)
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, 0)
                     return
                 self._thread = thread
-        self._queue.put(pid)
+            elif len(self._pending) == 1:  # the thread sleeps for good while nothing is pending
+                self._cond.notify()
 
     def _run(self) -> None:
-        while True:
-            pid = self._queue.get()
-            try:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-            finally:
-                self._queue.task_done()
+        with self._cond:
+            while True:
+                self._pending = [p for p in self._pending if not _reaped(p)]
+                self._cond.wait(self.LINGER if self._pending else None)
 
     def drain(self) -> None:
         """Return once every adopted init has been reaped."""
-        self._queue.join()
+        with self._cond:
+            pending, self._pending = self._pending, []
+        for pid in pending:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def _after_fork_in_child(self) -> None:
-        self._queue = queue.Queue()  # the parent's inits are not this process's children
+        self._pending = []  # the parent's inits are not this process's children
+        self._cond = threading.Condition()
         self._thread = None
-        self._lock = threading.Lock()
+
+
+def _reaped(pid: int) -> bool:
+    """Reap `pid` if its exit has completed; whether it is gone."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True
 
 
 REAPER = _Reaper()
