@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import isolation
 from isolation import IsolationPolicy
-from isolation.backends import nspool, prepared
+from isolation.backends import prepared
 from isolation.backends.bwrap import DEV_COPIES_PLACEHOLDER, build_bwrap_command
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
@@ -30,16 +30,15 @@ TRUE = ["/bin/true"]
 
 def _on_demand() -> object:
     """The native backend with nothing prepared ahead of demand."""
-    saved = {k: os.environ.get(k) for k in (prepared.ENV, nspool.ENV)}
-    os.environ.update({prepared.ENV: "0", nspool.ENV: "0"})
+    saved = os.environ.get(prepared.ENV)
+    os.environ[prepared.ENV] = "0"
     try:
         return isolation.run(TRUE, IsolationPolicy(), backend="native")
     finally:
-        for k, v in saved.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
+        if saved is None:
+            del os.environ[prepared.ENV]
+        else:
+            os.environ[prepared.ENV] = saved
 
 
 def _bare(argv: list[str]) -> list[str]:

@@ -260,7 +260,7 @@ for p in ('/tmp', '/work', '/dev/shm'):
     ]
 
 
-# -- namespaces prepared ahead of demand ----------------------------------------------
+# -- each sandbox's own namespaces ---------------------------------------------------
 
 NS_PROBE = (
     "import os, socket; "
@@ -289,31 +289,24 @@ def _namespaces_seen(runs: int, before_each: Callable[[], object] = lambda: None
     return seen
 
 
-@pytest.mark.parametrize("mode", ["prepared-sandboxes", "prepared-namespaces", "on-demand"])
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
 def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    from isolation.backends import nspool, prepared
+    from isolation.backends import prepared
 
-    if mode != "prepared-sandboxes":
-        monkeypatch.setenv(prepared.ENV, "0")
     if mode == "on-demand":
-        monkeypatch.setenv(nspool.ENV, "0")
-    used = {"prepared-sandboxes": 0, "prepared-namespaces": 0}
+        monkeypatch.setenv(prepared.ENV, "0")
+    used = 0
+    real = prepared.POOL.take
 
-    def spy(pool: object, name: str) -> None:
-        real = pool.take  # type: ignore[attr-defined]
-
-        def take(*args: object) -> object:
-            got = real(*args)
-            sandbox = got[0] if isinstance(got, tuple) else got  # prepared: (sandbox, ticket)
-            used[name] += sandbox is not None
-            return got
-
-        monkeypatch.setattr(pool, "take", take)
+    def take(*args: object) -> object:
+        nonlocal used
+        got = real(*args)
+        used += got[0] is not None
+        return got
 
     native.settle()  # no sandbox prepared for another test's policy
-    spy(prepared.POOL, "prepared-sandboxes")
-    spy(nspool.POOL, "prepared-namespaces")
-    py("pass")  # the first run starts the pools
+    monkeypatch.setattr(prepared.POOL, "take", take)
+    py("pass")  # the first run starts the pool
 
     def prepared_one_ready() -> None:  # the pool builds while no run is starting
         if mode == "prepared-sandboxes":
@@ -328,52 +321,12 @@ def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pyt
         assert host[kind] not in values
     for line in seen:  # the same sandbox either way: nobody, loopback only
         assert "['65534'," in line and "['lo']" in line, line
-    # Control: each mode really took the path it names (the pools refill between spawns).
+    # Control: each mode really took the path it names (the pool refills between spawns).
     if mode == "on-demand":
-        assert used == {"prepared-sandboxes": 0, "prepared-namespaces": 0}
+        assert used == 0
     else:
-        assert used[mode] >= 6, used
+        assert used >= 6, used
     prepared.release()
-    nspool.release()
-
-
-def test_prepared_namespaces_are_released_and_not_inherited_by_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    from isolation.backends import nspool, prepared
-
-    monkeypatch.setenv(prepared.ENV, "0")  # sandboxes built on demand use the prepared namespaces
-    py("pass")
-    py("pass")  # the pool has been asked for and is refilling
-    pid = os.fork()
-    if pid == 0:  # the child starts with an empty pool and no descriptor of the parent's sets
-        code = 1
-        try:
-            empty = all(not q for q in nspool.POOL._ready.values())
-            code = 0 if empty and not _namespace_fds() else 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    nspool.release()
-    assert _namespace_fds() == []
-    # Control: while the pool holds sets, they show up as namespace descriptors.
-    py("pass")
-    deadline = time.monotonic() + 5
-    while not _namespace_fds() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _namespace_fds()
-    nspool.release()
-
-
-def _namespace_fds() -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor listdir used
-            continue
-        if target.startswith(("user:", "net:", "ipc:")):
-            found.append(target)
-    return found
 
 
 def _wait_for(check: Callable[[], bool], bound: float = 5.0) -> bool:

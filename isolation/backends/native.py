@@ -29,7 +29,7 @@ import attrs
 
 from isolation import landlock
 from isolation._native import ffi, lib
-from isolation.backends import nspool, prepared
+from isolation.backends import prepared
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
@@ -221,10 +221,9 @@ REPORT = struct.Struct("=IIQQQ")  # struct iso_report: status, reserved, utime a
 
 
 def settle() -> None:
-    """Let prepared sandboxes and namespaces go and wait until every init has been
-    reaped: afterwards the caller holds no process or descriptor of this backend."""
+    """Let prepared sandboxes go and wait until every init has been reaped:
+    afterwards the caller holds no process or descriptor of this backend."""
     prepared.release()
-    nspool.release()
     REAPER.drain()
 
 
@@ -528,7 +527,7 @@ def _launch_unpooled(plan: SandboxPlan, stdio: Stdio, enforcement: Enforcement =
     without the pools, so checking the host (see canary) leaves nothing behind."""
     tpl = _template(plan, enforcement)
     try:
-        return _start(attrs.evolve(tpl, blueprint=None, build=None, ns_key=None), stdio)
+        return _start(attrs.evolve(tpl, blueprint=None, build=None), stdio)
     except BaseException:
         tpl.layout.cleanup()
         raise
@@ -559,7 +558,6 @@ class _Template:
     pids_parent: str | None
     blueprint: tuple[object, ...] | None  # the prepared pool's key; None: built on demand only
     build: Callable[[], prepared.PreparedSandbox | None] | None
-    ns_key: nspool.Key | None  # prepared namespaces to join; None: the sandbox creates its own
 
 
 # Per (plan, enforcement, simulated host, caller's ids). A plan is immutable and the host's
@@ -663,9 +661,6 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
         # Sandboxes built ahead of demand are shared by every plan with the same sandbox (see prepared.py).
         blueprint = (flags & ~lib.ISO_F_SECCOMP, static, plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside)
         build = functools.partial(_build_prepared, layout, static, plan.uid, plan.gid, flags)
-    ns_key = None
-    if flags & lib.ISO_F_USERNS and flags & lib.ISO_F_NETNS:
-        ns_key = (plan.uid, plan.gid, cfg.uid_outside, cfg.gid_outside, flags & nspool.FLAGS)
     return _Template(
         layout,
         cfg,
@@ -676,7 +671,6 @@ def _describe_run(plan: SandboxPlan, host: HostFeatures, layout: _Layout, missin
         mechanisms.pids_cgroup_parent,
         blueprint,
         build,
-        ns_key,
     )
 
 
@@ -699,7 +693,6 @@ def _start(tpl: _Template, stdio: Stdio) -> Launched:
     init_fd = -1
     cgroup: PidsCgroup | None = None
     procs_fd = -1
-    ns_fds: nspool.Fds = (-1, -1, -1)
     try:
         if tpl.pids_parent is not None and tpl.max_pids is not None:
             cgroup, procs_fd = _pids_cgroup(tpl.pids_parent, tpl.max_pids + (1 if flags & lib.ISO_F_PIDNS else 0))
@@ -716,10 +709,6 @@ def _start(tpl: _Template, stdio: Stdio) -> Launched:
         if ready is None:
             if flags & lib.ISO_F_PIDNS:
                 init_fd = cfg.init_fd = _open_init()
-            if tpl.ns_key is not None:
-                # Fresh namespaces made ahead of demand (see nspool); used by this sandbox only.
-                ns_fds = nspool.POOL.take(tpl.ns_key) or ns_fds
-                cfg.ns_fds = list(ns_fds)
             rc = _spawn(cfg, out)
     except BaseException:
         if cgroup is not None:
@@ -730,7 +719,7 @@ def _start(tpl: _Template, stdio: Stdio) -> Launched:
             prepared.POOL.done(ticket)
         raise
     finally:
-        for fd in (init_fd, procs_fd, *ns_fds):
+        for fd in (init_fd, procs_fd):
             if fd >= 0:
                 os.close(fd)
     if ready is not None:
