@@ -789,12 +789,12 @@ static void __attribute__((noreturn)) child_main(const struct iso_config *cfg, i
      * it, so every process of the sandbox is counted ("0": the writer). */
     if (cfg->cgroup_procs_fd >= 0 && write(cfg->cgroup_procs_fd, "0", 1) != 1)
         iso_die("join cgroup", "cgroup.procs", errno);
-    if ((cfg->flags & ISO_F_USERNS) && cfg->ns_fds[0] < 0) /* a prepared one is mapped already */
+    if (cfg->flags & ISO_F_USERNS)
         write_id_maps(cfg);
 
     if (cfg->flags & ISO_F_MOUNTNS)
         setup_mounts(cfg);
-    if ((cfg->flags & ISO_F_NETNS) && cfg->ns_fds[1] < 0) /* a prepared one has loopback up */
+    if (cfg->flags & ISO_F_NETNS)
         loopback_up();
     if (cfg->flags & ISO_F_UTSNS)
         CHECK(sethostname(cfg->hostname, strlen(cfg->hostname)), "sethostname", cfg->hostname);
@@ -992,9 +992,6 @@ struct child_args {
     int err_fd;
     int control_fd;     /* the sandbox's end of the control socket (pid namespace only) */
     int caller_pidfd;
-    int sandbox_flags;  /* the joiner's clone flags for the sandbox */
-    char *sandbox_stack;
-    pid_t sandbox_pid;  /* set by the joiner */
 };
 
 static int child_entry(void *arg)
@@ -1002,28 +999,6 @@ static int child_entry(void *arg)
     struct child_args *a = arg;
     iso_err_fd = a->err_fd;
     child_main(a->cfg, a->caller_pidfd, a->control_fd);
-}
-
-static const int prepared_types[3] = {CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC};
-static const char *const prepared_names[3] = {"/proc/self/ns/user", "/proc/self/ns/net", "/proc/self/ns/ipc"};
-static const int prepared_flags[3] = {ISO_F_USERNS, ISO_F_NETNS, ISO_F_IPCNS};
-
-/* With prepared namespaces: a short-lived child of the caller joins them
- * (user first: it grants the capabilities the others need), then clones the
- * sandbox as the caller's own child (CLONE_PARENT) with the namespaces still
- * to be created, and exits once the sandbox has executed its init. */
-static int joiner_entry(void *arg)
-{
-    struct child_args *a = arg;
-    iso_err_fd = a->err_fd;
-    for (int i = 0; i < 3; i++)
-        if (a->cfg->ns_fds[i] >= 0 && setns(a->cfg->ns_fds[i], prepared_types[i]) < 0)
-            iso_die("setns", prepared_names[i], errno);
-    pid_t pid = clone(child_entry, a->sandbox_stack, a->sandbox_flags | CLONE_PARENT, a);
-    if (pid < 0)
-        iso_die("clone", NULL, errno);
-    a->sandbox_pid = pid;
-    _exit(0);
 }
 
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
@@ -1080,10 +1055,6 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     for (size_t i = 0; i < sizeof namespaces / sizeof namespaces[0]; i++)
         if (cfg->flags & namespaces[i][0])
             flags |= namespaces[i][1];
-    int prepared = cfg->ns_fds[0] >= 0;
-    for (int i = 0; i < 3; i++)
-        if (cfg->ns_fds[i] >= 0)
-            flags &= ~prepared_types[i];
 
     /* The child runs in this process's memory until its execve (vfork
      * semantics: this thread waits), so copying the caller's page tables, the
@@ -1091,24 +1062,12 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
      * handler of the caller may run in the child: signals are blocked around
      * the clone (see block_for_clone); the children reset dispositions
      * before unblocking anything. */
-    /* The joiner, when there is one, runs on the top 64 KiB of the stack
-     * area and the sandbox below it. */
-    struct child_args args = {cfg, err_pipe[1], control_fd, caller_pidfd, flags,
-                              (char *)stack + stack_size - 64 * 1024, -1};
+    struct child_args args = {cfg, err_pipe[1], control_fd, caller_pidfd};
     block_for_clone(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = prepared ? clone(joiner_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &args)
-                         : clone(child_entry, (char *)stack + stack_size, flags, &args);
+    pid_t pid = clone(child_entry, (char *)stack + stack_size, flags, &args);
     int saved_errno = errno;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    if (prepared && pid > 0) {
-        /* The joiner has exited (vfork); the sandbox, if it started, is our child. */
-        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-            ;
-        pid = args.sandbox_pid;
-        if (pid < 0)
-            pid = 0; /* nothing started: the joiner's report says why */
-    }
     munmap(stack, stack_size);
     stack = MAP_FAILED;
     close(caller_pidfd);
@@ -1126,17 +1085,10 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
         goto fail;
     }
 
-    int reported = read_setup_report(err_pipe[0], &out->error);
-    if (reported == 0 && pid <= 0) { /* the joiner was killed before it reported */
-        fail(&out->error, "clone", NULL, ECHILD);
-        goto fail;
-    }
-    if (reported != 0) {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-        }
+    if (read_setup_report(err_pipe[0], &out->error) != 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         goto fail;
     }
     close(err_pipe[0]);
@@ -1158,90 +1110,6 @@ fail:
     if (stack != MAP_FAILED)
         munmap(stack, stack_size);
     return -1;
-}
-
-/* ---- namespaces prepared ahead of demand ------------------------------------ */
-
-struct prepare_args {
-    const struct iso_config *cfg;
-    int err_fd;
-    int *fds;
-};
-
-/* Runs in the caller's memory and descriptor table (CLONE_VM|CLONE_FILES):
- * the descriptors it opens stay with the caller when it exits. */
-static int prepare_entry(void *arg)
-{
-    struct prepare_args *a = arg;
-    iso_err_fd = a->err_fd;
-    write_id_maps(a->cfg);
-    if (a->cfg->flags & ISO_F_NETNS)
-        loopback_up();
-    for (int i = 0; i < 3; i++) {
-        if (!(a->cfg->flags & prepared_flags[i]))
-            continue;
-        int fd = open(prepared_names[i], O_RDONLY | O_CLOEXEC);
-        CHECK(fd, "open", prepared_names[i]);
-        a->fds[i] = fd;
-    }
-    _exit(0);
-}
-
-int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_error *err)
-{
-    int err_pipe[2];
-    const size_t stack_size = 64 * 1024;
-    sigset_t all, saved;
-    memset(err, 0, sizeof *err);
-    for (int i = 0; i < 3; i++)
-        fds[i] = -1;
-    if (!(cfg->flags & ISO_F_USERNS)) {
-        fail(err, "prepare namespaces", NULL, EINVAL);
-        return -1;
-    }
-    if (pipe2(err_pipe, O_CLOEXEC) < 0) {
-        fail(err, "pipe2", NULL, errno);
-        return -1;
-    }
-    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        fail(err, "mmap(child stack)", NULL, errno);
-        close(err_pipe[0]);
-        close(err_pipe[1]);
-        return -1;
-    }
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWUSER | SIGCHLD;
-    if (cfg->flags & ISO_F_NETNS)
-        flags |= CLONE_NEWNET;
-    if (cfg->flags & ISO_F_IPCNS)
-        flags |= CLONE_NEWIPC;
-    struct prepare_args args = {cfg, err_pipe[1], fds};
-    block_for_clone(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = clone(prepare_entry, (char *)stack + stack_size, flags, &args);
-    int saved_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    munmap(stack, stack_size);
-    close(err_pipe[1]); /* the only copy: the child shared this table and has exited */
-    int status = 0;
-    if (pid > 0)
-        while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
-            ;
-    int reported = pid > 0 ? read_setup_report(err_pipe[0], err) : 0;
-    close(err_pipe[0]);
-    if (pid < 0 || reported != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        if (pid < 0)
-            fail(err, "clone", NULL, saved_errno);
-        else if (reported == 0) /* killed, or exited without a report */
-            fail(err, "prepare namespaces", NULL, EIO);
-        for (int i = 0; i < 3; i++)
-            if (fds[i] >= 0) {
-                close(fds[i]);
-                fds[i] = -1;
-            }
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- running a command in a prepared sandbox --------------------------------- */

@@ -82,7 +82,6 @@ struct iso_config {
     int cap_last_cap;
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
-    int ns_fds[3];            /* prepared user, net, ipc namespaces to join (-1: create them) */
     int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair (on demand,
                                  iso_spawn makes its own and queues the command in it) */
 };
@@ -123,8 +122,3 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
  * command has been executed (out->status_fd set; out->pid is not) or -1. */
 int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out);
 
-/* Create a user namespace (ids mapped as cfg says) and, per cfg->flags, a
- * network namespace with loopback up and an IPC namespace, ahead of demand.
- * fds[0..2] receive the user, net and ipc namespace descriptors (-1 for one
- * not asked for); no process is left holding them.  0 or -1 with `err` set. */
-int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_error *err);

@@ -775,7 +775,6 @@ def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int
     flags = layout.flags
     cfg.uid_inside, cfg.gid_inside = uid, gid
     cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
-    cfg.ns_fds = [-1, -1, -1]  # 0 would be a descriptor
     cfg.control_fd = -1
     cfg.cgroup_procs_fd = -1
     cfg.init_fd = -1
