@@ -1,4 +1,5 @@
-/* The interface between isolation/backends/native.py and sandbox.c.
+/* The interface between isolation/backends/native.py and the C (spawn.c and
+ * the files it uses: see docs/native.md).
  *
  * Python resolves the policy into this flat description (every path, every
  * Landlock mask, the seccomp program); C only performs it between clone and
