@@ -14,6 +14,7 @@
 #include "sandbox.h"
 #include "command.h"
 #include "report.h"
+#include "syscalls.h"
 
 /* ---- the payload's format (both sides) ------------------------------------------ */
 

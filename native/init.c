@@ -43,6 +43,7 @@
 #include "sandbox.h"
 #include "command.h"
 #include "worker.h"
+#include "syscalls.h"
 
 /* The worker shares init's memory until its execve (vfork semantics): no
  * page tables are copied; it runs on this stack, init waits meanwhile. */

@@ -9,6 +9,7 @@
 
 #include "sandbox.h"
 #include "report.h"
+#include "syscalls.h"
 
 __thread int iso_err_fd = -1;
 

@@ -43,7 +43,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -106,7 +105,7 @@ static int build_ruleset(const struct iso_config *cfg)
         .handled_access_net = cfg->landlock_net,
         .scoped = cfg->landlock_scoped,
     };
-    int ruleset = (int)syscall(ISO_SYS_landlock_create_ruleset, &attr, (size_t)cfg->landlock_attr_size, 0);
+    int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, (size_t)cfg->landlock_attr_size, 0);
     CHECK(ruleset, "landlock_create_ruleset", NULL);
     for (int i = 0; i < cfg->n_rules; i++) {
         const struct iso_rule *r = &cfg->rules[i];
@@ -122,7 +121,7 @@ static int build_ruleset(const struct iso_config *cfg)
         };
         if (!S_ISDIR(st.st_mode))
             pb.allowed_access &= ISO_LANDLOCK_FILE_RIGHTS;
-        CHECK(syscall(ISO_SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_PATH_BENEATH, &pb, 0),
+        CHECK(syscall(SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_PATH_BENEATH, &pb, 0),
               "landlock_add_rule", r->path);
         close(fd);
     }
@@ -132,7 +131,7 @@ static int build_ruleset(const struct iso_config *cfg)
             .allowed_access = cfg->landlock_net,
             .port = (uint64_t)cfg->landlock_port,
         };
-        CHECK(syscall(ISO_SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_NET_PORT, &np, 0),
+        CHECK(syscall(SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_NET_PORT, &np, 0),
               "landlock_add_rule", "tcp port");
     }
     return ruleset;

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -112,7 +111,7 @@ void iso_exec_command(const struct iso_exec *e)
         iso_clear_capabilities();
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     if (e->landlock_fd >= 0) {
-        CHECK(syscall(ISO_SYS_landlock_restrict_self, e->landlock_fd, 0), "landlock_restrict_self", NULL);
+        CHECK(syscall(SYS_landlock_restrict_self, e->landlock_fd, 0), "landlock_restrict_self", NULL);
         close(e->landlock_fd);
     }
     /* Every descriptor but 0-2 closes at execve (the error pipe included). */
