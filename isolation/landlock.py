@@ -57,6 +57,9 @@ _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16)
 FEATURE_ABI = {"fs": 1, "refer": 2, "truncate": 3, "net": 4, "ioctl_dev": 5, "scope": 6}
 NEWEST_ABI = 7
 
+# The rights a rule may grant on a non-directory (the kernel refuses the others there);
+# the native backend passes this mask to its C rather than the C keeping a copy.
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
 DEVICES = READ_FILE | WRITE_FILE | READ_DIR | IOCTL_DEV
 PROC = READ_FILE | WRITE_FILE | READ_DIR

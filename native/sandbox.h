@@ -71,6 +71,7 @@ struct iso_config {
     int *scratch;             /* n_mounts ints the child uses for source fds */
     int landlock_attr_size;   /* 8, 16 or 24: which ruleset fields the ABI knows */
     uint64_t landlock_fs;     /* handled_access_fs */
+    uint64_t landlock_file_rights; /* the rights a rule may grant on a non-directory (isolation/landlock.py) */
     uint64_t landlock_net;    /* handled_access_net (0: network not restricted) */
     uint64_t landlock_scoped;
     int landlock_port;        /* > 0: the one TCP port bind/connect stay allowed on (egress proxy) */

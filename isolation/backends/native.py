@@ -786,6 +786,7 @@ def _describe_sandbox(cfg: Any, layout: _Layout, static: _StaticConfig, uid: int
         flags |= lib.ISO_F_LANDLOCK
         cfg.landlock_attr_size = rs.attr_size
         cfg.landlock_fs = rs.fs
+        cfg.landlock_file_rights = landlock.FILE_RIGHTS
         cfg.landlock_net = rs.net
         cfg.landlock_scoped = rs.scoped
         cfg.landlock_port = rs.net_port
