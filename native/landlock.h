@@ -1,10 +1,16 @@
-/* The Landlock ABI's structs and rule types (not all in Debian 12's headers).
- * The access-right values live in isolation/landlock.py only: they come in
- * through struct iso_config. */
+/* The Landlock ABI's structs, rule types and flags, for the C that builds a
+ * ruleset (spawn.c): not all are in Debian
+ * 12's headers.  The access-right values live in isolation/landlock.py
+ * only; they come in through struct iso_config (landlock_fs, landlock_net,
+ * landlock_scoped, landlock_file_rights, each rule's access). */
 #ifndef ISOLATION_LANDLOCK_H
 #define ISOLATION_LANDLOCK_H
 
 #include <stdint.h>
+
+/* landlock_add_rule's rule types */
+#define ISO_LANDLOCK_RULE_PATH_BENEATH 1
+#define ISO_LANDLOCK_RULE_NET_PORT 2 /* ABI 4 */
 
 struct iso_landlock_ruleset_attr {
     uint64_t handled_access_fs;
@@ -17,15 +23,9 @@ struct iso_landlock_path_beneath_attr {
     int32_t parent_fd;
 } __attribute__((packed));
 
-#define ISO_LANDLOCK_RULE_PATH_BENEATH 1
-
 struct iso_landlock_net_port_attr {
     uint64_t allowed_access;
     uint64_t port;
 } __attribute__((packed));
-
-#define ISO_LANDLOCK_RULE_NET_PORT 2
-/* Rights that make sense on a file (the rest only on directories). */
-#define ISO_LANDLOCK_FILE_RIGHTS ((1ULL << 0) | (1ULL << 1) | (1ULL << 2) | (1ULL << 14) | (1ULL << 15))
 
 #endif

@@ -120,7 +120,7 @@ static int build_ruleset(const struct iso_config *cfg)
             .parent_fd = fd,
         };
         if (!S_ISDIR(st.st_mode))
-            pb.allowed_access &= ISO_LANDLOCK_FILE_RIGHTS;
+            pb.allowed_access &= cfg->landlock_file_rights;
         CHECK(syscall(SYS_landlock_add_rule, ruleset, ISO_LANDLOCK_RULE_PATH_BENEATH, &pb, 0),
               "landlock_add_rule", r->path);
         close(fd);
