@@ -22,7 +22,6 @@ scope       6    abstract unix sockets and signals   refused when the policy sha
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import attrs
@@ -68,19 +67,12 @@ HOST_PROC = READ_FILE | READ_DIR
 # Writable trees: everything but creating device nodes.
 WRITE = ((1 << 16) - 1) & ~(MAKE_CHAR | MAKE_BLOCK)
 
-_SYS_LANDLOCK_CREATE_RULESET = 444  # the same number on every architecture
-_CREATE_RULESET_VERSION = 1
-
-
 @functools.cache
 def kernel_abi() -> int:
     """The running kernel's Landlock ABI; 0 when Landlock is absent or disabled."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(
-        ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
-    )
-    return int(abi) if abi > 0 else 0
+    from isolation.userns import landlock_status  # the probe (late: userns reads the host)
+
+    return landlock_status()[0]
 
 
 def handled_fs(abi: int) -> int:

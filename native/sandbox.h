@@ -124,3 +124,18 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
  * command has been executed (out->status_fd set; out->pid is not) or -1. */
 int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out);
 
+/* Host probes for isolation/userns.py (run in the caller, not after clone). */
+
+/* Fork a child that tries unshare(CLONE_NEWUSER) and exits.  Returns its exit
+ * code: 0 (it could), the errno it failed with (255 for none or a larger
+ * one), or minus the signal that killed it.  When fork itself fails,
+ * *fork_err is its errno (else 0) and the return value means nothing. */
+int iso_probe_userns(int *fork_err);
+
+/* seccomp(SECCOMP_GET_ACTION_AVAIL) for SECCOMP_RET_KILL_PROCESS: 0 when
+ * seccomp filters answer here, else the errno (nothing is loaded). */
+int iso_probe_seccomp(void);
+
+/* The kernel's Landlock ABI version (> 0), or -errno when Landlock is
+ * absent, disabled or refused. */
+int iso_landlock_abi(void);
