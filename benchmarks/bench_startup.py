@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import isolation
 from isolation import IsolationPolicy
-from isolation.backends import prepared
 from isolation.backends.bwrap import DEV_COPIES_PLACEHOLDER, build_bwrap_command
+from isolation.backends.native import prepared
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 # Idle time before each timed call, the same for every contender: what a backend does in
@@ -30,15 +30,11 @@ TRUE = ["/bin/true"]
 
 def _on_demand() -> object:
     """The native backend with nothing prepared ahead of demand."""
-    saved = os.environ.get(prepared.ENV)
-    os.environ[prepared.ENV] = "0"
+    size, prepared.POOL.size = prepared.POOL.size, 0
     try:
         return isolation.run(TRUE, IsolationPolicy(), backend="native")
     finally:
-        if saved is None:
-            del os.environ[prepared.ENV]
-        else:
-            os.environ[prepared.ENV] = saved
+        prepared.POOL.size = size
 
 
 def _bare(argv: list[str]) -> list[str]:

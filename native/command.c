@@ -18,7 +18,7 @@
 
 /* ---- the payload's format (both sides) ------------------------------------------ */
 
-size_t iso_command_size(const struct iso_exec *e, struct iso_prepared_head *head)
+size_t iso_command_size(const struct iso_exec *e, struct iso_command_head *head)
 {
     head->n_argv = 0;
     head->n_envp = 0;
@@ -39,7 +39,7 @@ static char *put(char *at, const void *src, size_t len)
     return at + len;
 }
 
-void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *head, char *buf)
+void iso_pack_command(const struct iso_exec *e, const struct iso_command_head *head, char *buf)
 {
     char *at = put(buf, head, sizeof *head);
     at = put(at, e->rlimits, sizeof *e->rlimits * head->n_rlimits);
@@ -54,7 +54,7 @@ void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *
 
 size_t iso_command_strings(const char *buf, size_t len)
 {
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     if (len < sizeof head)
         return 0;
     memcpy(&head, buf, sizeof head);
@@ -66,7 +66,7 @@ size_t iso_command_strings(const char *buf, size_t len)
 
 int iso_unpack_command(const char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings)
 {
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     if (len < sizeof head)
         return -1;
     memcpy(&head, buf, sizeof head);
@@ -149,7 +149,7 @@ int iso_send_command(int control_fd, const struct iso_config *cfg, int err_w, in
         .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
         .bpf_len = cfg->bpf_len,
     };
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     size_t len = iso_command_size(&e, &head);
     char *buf = malloc(len); /* the caller's side: allocating is fine here */
     if (buf == NULL) {

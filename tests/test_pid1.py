@@ -79,7 +79,8 @@ CALLER = textwrap.dedent(
     import attrs
     import isolation
     from isolation import IsolationPolicy
-    from isolation.backends import native, prepared
+    from isolation.backends import native
+    from isolation.backends.native import prepared
     from isolation.policy import Bind
 
     path, rounds, probe_dir, landlock = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -92,9 +93,9 @@ CALLER = textwrap.dedent(
     took = []
     real_take = prepared.POOL.take
 
-    def take(*args):
-        got = real_take(*args)
-        took.append(got[0] is not None)
+    def take(shape):
+        got = real_take(shape)
+        took.append(got is not None)
         return got
 
     prepared.POOL.take = take
@@ -103,9 +104,7 @@ CALLER = textwrap.dedent(
     seen = collections.Counter()
     for _ in range(rounds):
         if path == "prepared":  # back to back, runs build their own: wait for the pool
-            deadline = time.monotonic() + 10
-            while not any(prepared.POOL._ready.values()) and time.monotonic() < deadline:
-                time.sleep(0.001)
+            prepared.wait_ready(10)
         res = isolation.run(["/probe/probe"], policy, backend="native", enforcement=enforcement, timeout=60)
         seen[json.dumps([res.returncode, res.stdout.decode(), res.stderr.decode()[-500:], res.missing])] += 1
     summary = {"seen": [[json.loads(k), n] for k, n in seen.items()], "took": took}
