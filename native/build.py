@@ -14,7 +14,7 @@ ffibuilder.set_source(
     "isolation._native",
     '#include "sandbox.h"',
     # relative paths: setuptools refuses absolute ones
-    sources=[f"native/{name}.c" for name in ("spawn", "mounts", "command", "worker", "report", "probe")],
+    sources=[f"native/{name}.c" for name in ("spawn", "mounts", "worker", "report", "probe")],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-std=gnu11"],
 )

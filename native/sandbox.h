@@ -1,4 +1,4 @@
-/* The interface between isolation/backends/native.py and the C (spawn.c and
+/* The interface between isolation/backends/native/ and the C (spawn.c and
  * the files it uses: see docs/native.md).
  *
  * Python resolves the policy into this flat description (every path, every
@@ -28,7 +28,8 @@
 #define ISO_F_LANDLOCK 128
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
-#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command */
+#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command
+                               (required with ISO_F_PIDNS) */
 /* The host layout (no user namespace): */
 #define ISO_F_HOST_IDS 65536   /* become uid_inside/gid_inside, no supplementary groups (a root caller) */
 #define ISO_F_HELD_CAPS 131072 /* empty the four capability sets a process may lower itself (not the bounding set) */
@@ -84,8 +85,7 @@ struct iso_config {
     int cap_last_cap;
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
-    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair (on demand,
-                                 iso_spawn makes its own and queues the command in it) */
+    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair */
 };
 
 struct iso_error {
@@ -139,20 +139,14 @@ struct iso_command_head {
     uint32_t bpf_len; /* instructions; 0: no seccomp */
 };
 
-/* Build a sandbox and run the command in it.  With a pid namespace, the
- * command goes to the sandbox's isolation-init through a control socket,
- * as for a prepared sandbox (so pid 1 is isolation-init before the command
- * exists); with ISO_F_PREPARED nothing is run: init waits on cfg->control_fd.
- * 0: the command was executed (or, ISO_F_PREPARED, init is waiting).
+/* Build a sandbox.  With a pid namespace (ISO_F_PIDNS, which needs
+ * ISO_F_PREPARED and cfg->control_fd) nothing is run: its isolation-init
+ * waits on cfg->control_fd for the command the caller sends (message.py), so
+ * pid 1 is isolation-init before the command exists.  Without one (the host
+ * layout) the child restricts itself and executes the command.
+ * 0: init is waiting, or the command was executed.
  * -1: setup failed, `out->error` says where; nothing of the sandbox is left. */
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
-
-/* Run a command in a sandbox built with ISO_F_PREPARED, through the caller's
- * end of its control socket: argv, envp, exe, cwd, stdio, rlimits, the seccomp
- * program (per cfg->flags) and cgroup_procs_fd are taken from `cfg`; the rest
- * was fixed when the sandbox was built.  Like iso_spawn, returns once the
- * command has been executed (out->status_fd set; out->pid is not) or -1. */
-int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out);
 
 /* Host probes for isolation/userns.py (run in the caller, not after clone). */
 

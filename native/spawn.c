@@ -10,8 +10,8 @@
  *          --fork--> worker --execve--> command
  * The future init builds the mount tree, network and hostname
  * (namespace-wide state), drops its capabilities, builds the Landlock
- * ruleset and executes isolation-init, which takes the command from a
- * control socket (queued by the caller before the clone on demand; sent
+ * ruleset and executes isolation-init, which waits on a control socket for
+ * the command (sent by the caller's Python, message.py, at once on demand or
  * later to a sandbox prepared ahead of demand) and only then forks the
  * worker: no process of the sandbox ever sees pid 1 in the caller's memory.
  * The worker applies the per-process restrictions (session, rlimits,
@@ -24,8 +24,8 @@
  * Python process, so only async-signal-safe work is done in the children.
  *
  * This file holds the choreography (iso_spawn and the child's steps); the
- * mount tree is mounts.c, the command message command.c, the per-process
- * restrictions worker.c, the error report report.c.
+ * mount tree is mounts.c, the per-process restrictions worker.c, the error
+ * report report.c (init's side of the command message is command.c).
  */
 
 #define _GNU_SOURCE
@@ -48,7 +48,6 @@
 #include <unistd.h>
 
 #include "sandbox.h"
-#include "command.h"
 #include "landlock.h"
 #include "mounts.h"
 #include "report.h"
@@ -280,7 +279,7 @@ static int child_entry(void *arg)
 
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
 {
-    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, control[2] = {-1, -1}, caller_pidfd = -1;
+    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, caller_pidfd = -1;
     const size_t stack_size = 512 * 1024;
     void *stack = MAP_FAILED;
     sigset_t all, saved;
@@ -298,24 +297,16 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     }
     fcntl(caller_pidfd, F_SETFD, FD_CLOEXEC);
     /* With a pid namespace, isolation-init (pid 1) exists before any other
-     * process of the sandbox: it takes the command from a control socket
-     * and starts the worker.  A sandbox built ahead of demand waits on the
-     * caller's socket; on demand the command is queued before the clone, so
-     * init finds it at once, and the error pipe (in the message) reports
-     * the worker's setup like the sandbox's. */
+     * process of the sandbox: it waits on the caller's control socket for
+     * the command (which the caller's Python sends, message.py) and only
+     * then starts the worker. */
     int control_fd = -1;
-    if ((cfg->flags & ISO_F_PIDNS) && (cfg->flags & ISO_F_PREPARED)) {
-        control_fd = cfg->control_fd;
-    } else if (cfg->flags & ISO_F_PIDNS) {
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) < 0) {
-            iso_fail(&out->error, "socketpair", NULL, errno);
+    if (cfg->flags & ISO_F_PIDNS) {
+        if (!(cfg->flags & ISO_F_PREPARED) || cfg->control_fd < 0) {
+            iso_fail(&out->error, "control socket", NULL, EINVAL);
             goto fail;
         }
-        if (iso_send_command(control[0], cfg, err_pipe[1], status_pipe[1], -1, &out->error) < 0)
-            goto fail;
-        close(control[0]); /* init reads what is queued */
-        control[0] = -1;
-        control_fd = control[1];
+        control_fd = cfg->control_fd;
     }
     stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
@@ -353,10 +344,6 @@ int iso_spawn(const struct iso_config *cfg, struct iso_started *out)
     err_pipe[1] = -1;
     close(status_pipe[1]);
     status_pipe[1] = -1;
-    if (control[1] >= 0) { /* init's copy is all that is left; so is the command's */
-        close(control[1]);
-        control[1] = -1;
-    }
     if (pid < 0) {
         iso_fail(&out->error, "clone", NULL, saved_errno);
         goto fail;
@@ -379,8 +366,6 @@ fail:
             close(err_pipe[i]);
         if (status_pipe[i] >= 0)
             close(status_pipe[i]);
-        if (control[i] >= 0)
-            close(control[i]);
     }
     if (caller_pidfd >= 0)
         close(caller_pidfd);
