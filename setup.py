@@ -1,6 +1,7 @@
 """Builds the native parts; metadata lives in pyproject.toml.
 
-- `isolation._native`: the cffi extension (native/build.py, sandbox.c).
+- `isolation._native`: the cffi extension (native/build.py, spawn.c and the files
+  it uses).
 - `isolation/_isolation_init`: a small static program that becomes pid 1 of
   each native sandbox (native/init.c), built next to the extension.
 - `isolation/_isolation_egress`: the first program of a sandbox with an egress
@@ -23,7 +24,7 @@ import platform
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-INIT_SOURCES = [os.path.join("native", "init.c"), os.path.join("native", "worker.c")]
+INIT_SOURCES = [os.path.join("native", f"{name}.c") for name in ("init", "command", "worker", "report")]
 INIT_NAME = "_isolation_init"
 # The egress helper: made the first program of a sandbox with an allowlist (native/egress_listen.c).
 EGRESS_SOURCES = [os.path.join("native", "egress_listen.c")]

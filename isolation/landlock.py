@@ -22,7 +22,6 @@ scope       6    abstract unix sockets and signals   refused when the policy sha
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import attrs
@@ -57,6 +56,9 @@ _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16)
 FEATURE_ABI = {"fs": 1, "refer": 2, "truncate": 3, "net": 4, "ioctl_dev": 5, "scope": 6}
 NEWEST_ABI = 7
 
+# The rights a rule may grant on a non-directory (the kernel refuses the others there);
+# the native backend passes this mask to its C rather than the C keeping a copy.
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
 DEVICES = READ_FILE | WRITE_FILE | READ_DIR | IOCTL_DEV
 PROC = READ_FILE | WRITE_FILE | READ_DIR
@@ -65,19 +67,12 @@ HOST_PROC = READ_FILE | READ_DIR
 # Writable trees: everything but creating device nodes.
 WRITE = ((1 << 16) - 1) & ~(MAKE_CHAR | MAKE_BLOCK)
 
-_SYS_LANDLOCK_CREATE_RULESET = 444  # the same number on every architecture
-_CREATE_RULESET_VERSION = 1
-
-
 @functools.cache
 def kernel_abi() -> int:
     """The running kernel's Landlock ABI; 0 when Landlock is absent or disabled."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(
-        ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
-    )
-    return int(abi) if abi > 0 else 0
+    from isolation.userns import landlock_status  # the probe (late: userns reads the host)
+
+    return landlock_status()[0]
 
 
 def handled_fs(abi: int) -> int:

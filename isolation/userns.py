@@ -10,16 +10,12 @@ backend the same cause blocks.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import resource
 import threading
+from typing import Any
 
-_CLONE_NEWUSER = 0x10000000
-# The same number on every architecture since Linux 5.13 (the unified syscall table).
-_SYS_LANDLOCK_CREATE_RULESET = 444
-_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277}.get(os.uname().machine, 317)
 _MAX_USERNS = "/proc/sys/user/max_user_namespaces"
 _DEBIAN_CLONE = "/proc/sys/kernel/unprivileged_userns_clone"
 _APPARMOR = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
@@ -206,24 +202,31 @@ def setup_hint(step: str, err: int) -> str:
     return ""
 
 
-def _probe_unshare() -> tuple[bool, str]:
+def _native() -> Any:
+    """The C extension, which holds the probes (cffi: the one FFI our own code uses)."""
     try:
-        pid = os.fork()
-    except OSError as exc:
+        from isolation import _native
+    except ImportError as exc:
+        from isolation.errors import IsolationUnavailable
+
+        raise IsolationUnavailable(
+            f"isolation's C extension is not built ({exc}), and it probes this host; "
+            "reinstall with `pip install .` (needs gcc and the Python headers)"
+        ) from None
+    return _native
+
+
+def _probe_unshare() -> tuple[bool, str]:
+    native = _native()
+    fork_err = native.ffi.new("int *")
+    code = int(native.lib.iso_probe_userns(fork_err))  # a forked child's unshare(CLONE_NEWUSER), as its exit code
+    if fork_err[0]:
         from isolation.errors import SandboxSetupError
 
+        err = int(fork_err[0])
         raise SandboxSetupError(
-            f"cannot fork to check for user namespaces: {exc.strerror}", step="fork", errno=exc.errno or 0
-        ) from None
-    if pid == 0:  # pragma: no cover - child: never return into the caller's code
-        code = 255
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            code = 0 if libc.unshare(_CLONE_NEWUSER) == 0 else min(ctypes.get_errno() or 255, 255)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+            f"cannot fork to check for user namespaces: {os.strerror(err)}", step="fork", errno=err
+        )
     if code == 0:
         return True, "user namespaces available"
     return False, userns_refusal(code if code > 0 else 0)
@@ -248,22 +251,18 @@ def seccomp_status() -> tuple[bool, str]:
     """(usable, reason): whether seccomp(2) answers here. Asks it which actions the
     kernel supports (SECCOMP_GET_ACTION_AVAIL): nothing is loaded, and a filter
     that refuses seccomp(2) or a kernel without it both show."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    action = ctypes.c_uint32(0x80000000)  # SECCOMP_RET_KILL_PROCESS, which the filters use
-    if libc.syscall(ctypes.c_long(_SYS_SECCOMP), 2, 0, ctypes.byref(action)) == 0:
+    err = int(_native().lib.iso_probe_seccomp())  # for SECCOMP_RET_KILL_PROCESS, which the filters use
+    if err == 0:
         return True, "seccomp filters available"
-    return False, seccomp_refusal(ctypes.get_errno())
+    return False, seccomp_refusal(err)
 
 
 def landlock_status() -> tuple[int, str]:
     """(ABI, reason): the kernel's Landlock ABI, 0 with the cause and fix when unusable."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    abi = int(_native().lib.iso_landlock_abi())  # the ABI, or -errno
     if abi > 0:
-        return int(abi), f"Landlock ABI {abi}"
-    return 0, landlock_refusal(ctypes.get_errno())
+        return abi, f"Landlock ABI {abi}"
+    return 0, landlock_refusal(-abi)
 
 
 def forget() -> None:

@@ -13,7 +13,8 @@ ffibuilder.cdef((HERE / "sandbox.h").read_text())
 ffibuilder.set_source(
     "isolation._native",
     '#include "sandbox.h"',
-    sources=["native/sandbox.c", "native/worker.c"],  # relative: setuptools refuses absolute paths
+    # relative paths: setuptools refuses absolute ones
+    sources=[f"native/{name}.c" for name in ("spawn", "mounts", "worker", "report", "probe")],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-std=gnu11"],
 )

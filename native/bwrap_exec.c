@@ -27,8 +27,9 @@
  * this program's life.  Elsewhere it is an ordinary static program.
  */
 
-#include <asm/unistd.h>
 #include <linux/fcntl.h>
+
+#include "syscalls.h" /* __NR_* (asm/unistd.h); only macros, so fine without libc */
 
 #ifdef ISO_NOLIBC
 

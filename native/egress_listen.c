@@ -21,6 +21,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "syscalls.h" /* the numbers libc may lack, defined once (none needed here yet) */
+
 static void die(const char *step, const char *what) {
     fprintf(stderr, "isolation: egress setup failed at %s (%s): %s\n", step, what, strerror(errno));
     _exit(125);

@@ -1,6 +1,6 @@
 /* isolation-init: pid 1 of a native sandbox.
  *
- * sandbox.c builds the sandbox in a copy of the caller's process and then
+ * spawn.c builds the sandbox in a copy of the caller's process and then
  * executes this program in place of itself, before any process of the
  * sandbox other than this one exists: so from the command's first
  * instruction, pid 1 is this program, with its own memory, an argv that only
@@ -41,7 +41,9 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "command.h"
 #include "worker.h"
+#include "syscalls.h"
 
 /* The worker shares init's memory until its execve (vfork semantics): no
  * page tables are copied; it runs on this stack, init waits meanwhile. */
@@ -211,7 +213,7 @@ int main(int argc, char **argv)
         return 125;
     sigset_t all;
     sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, NULL); /* already blocked by sandbox.c; kept for clarity */
+    sigprocmask(SIG_BLOCK, &all, NULL); /* already blocked by spawn.c; kept for clarity */
     int status_fd = -1;
     pid_t worker = run_command(&status_fd);
     for (;;) {

@@ -1,4 +1,5 @@
-/* The interface between isolation/backends/native.py and sandbox.c.
+/* The interface between isolation/backends/native/ and the C (spawn.c and
+ * the files it uses: see docs/native.md).
  *
  * Python resolves the policy into this flat description (every path, every
  * Landlock mask, the seccomp program); C only performs it between clone and
@@ -27,7 +28,8 @@
 #define ISO_F_LANDLOCK 128
 #define ISO_F_SECCOMP 256
 #define ISO_F_CAPS 512     /* drop every capability (all five sets) */
-#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command */
+#define ISO_F_PREPARED 1024 /* build the sandbox only: its init waits on control_fd for the command
+                               (required with ISO_F_PIDNS) */
 /* The host layout (no user namespace): */
 #define ISO_F_HOST_IDS 65536   /* become uid_inside/gid_inside, no supplementary groups (a root caller) */
 #define ISO_F_HELD_CAPS 131072 /* empty the four capability sets a process may lower itself (not the bounding set) */
@@ -70,6 +72,7 @@ struct iso_config {
     int *scratch;             /* n_mounts ints the child uses for source fds */
     int landlock_attr_size;   /* 8, 16 or 24: which ruleset fields the ABI knows */
     uint64_t landlock_fs;     /* handled_access_fs */
+    uint64_t landlock_file_rights; /* the rights a rule may grant on a non-directory (isolation/landlock.py) */
     uint64_t landlock_net;    /* handled_access_net (0: network not restricted) */
     uint64_t landlock_scoped;
     int landlock_port;        /* > 0: the one TCP port bind/connect stay allowed on (egress proxy) */
@@ -82,9 +85,7 @@ struct iso_config {
     int cap_last_cap;
     int init_fd;              /* isolation-init, opened by the caller (pid namespace only) */
     int cgroup_procs_fd;      /* -1, or a cgroup's cgroup.procs the sandbox joins first */
-    int ns_fds[3];            /* prepared user, net, ipc namespaces to join (-1: create them) */
-    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair (on demand,
-                                 iso_spawn makes its own and queues the command in it) */
+    int control_fd;           /* ISO_F_PREPARED: the sandbox's end of a SOCK_SEQPACKET pair */
 };
 
 struct iso_error {
@@ -138,23 +139,27 @@ struct iso_command_head {
     uint32_t bpf_len; /* instructions; 0: no seccomp */
 };
 
-/* Build a sandbox and run the command in it.  With a pid namespace, the
- * command goes to the sandbox's isolation-init through a control socket,
- * as for a prepared sandbox (so pid 1 is isolation-init before the command
- * exists); with ISO_F_PREPARED nothing is run: init waits on cfg->control_fd.
- * 0: the command was executed (or, ISO_F_PREPARED, init is waiting).
+/* Build a sandbox.  With a pid namespace (ISO_F_PIDNS, which needs
+ * ISO_F_PREPARED and cfg->control_fd) nothing is run: its isolation-init
+ * waits on cfg->control_fd for the command the caller sends (message.py), so
+ * pid 1 is isolation-init before the command exists.  Without one (the host
+ * layout) the child restricts itself and executes the command.
+ * 0: init is waiting, or the command was executed.
  * -1: setup failed, `out->error` says where; nothing of the sandbox is left. */
 int iso_spawn(const struct iso_config *cfg, struct iso_started *out);
 
-/* Run a command in a sandbox built with ISO_F_PREPARED, through the caller's
- * end of its control socket: argv, envp, exe, cwd, stdio, rlimits, the seccomp
- * program (per cfg->flags) and cgroup_procs_fd are taken from `cfg`; the rest
- * was fixed when the sandbox was built.  Like iso_spawn, returns once the
- * command has been executed (out->status_fd set; out->pid is not) or -1. */
-int iso_run_prepared(int control_fd, const struct iso_config *cfg, struct iso_started *out);
+/* Host probes for isolation/userns.py (run in the caller, not after clone). */
 
-/* Create a user namespace (ids mapped as cfg says) and, per cfg->flags, a
- * network namespace with loopback up and an IPC namespace, ahead of demand.
- * fds[0..2] receive the user, net and ipc namespace descriptors (-1 for one
- * not asked for); no process is left holding them.  0 or -1 with `err` set. */
-int iso_prepare_namespaces(const struct iso_config *cfg, int fds[3], struct iso_error *err);
+/* Fork a child that tries unshare(CLONE_NEWUSER) and exits.  Returns its exit
+ * code: 0 (it could), the errno it failed with (255 for none or a larger
+ * one), or minus the signal that killed it.  When fork itself fails,
+ * *fork_err is its errno (else 0) and the return value means nothing. */
+int iso_probe_userns(int *fork_err);
+
+/* seccomp(SECCOMP_GET_ACTION_AVAIL) for SECCOMP_RET_KILL_PROCESS: 0 when
+ * seccomp filters answer here, else the errno (nothing is loaded). */
+int iso_probe_seccomp(void);
+
+/* The kernel's Landlock ABI version (> 0), or -errno when Landlock is
+ * absent, disabled or refused. */
+int iso_landlock_abi(void);

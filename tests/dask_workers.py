@@ -22,7 +22,7 @@ import stage_hostile as sh
 import isolation
 from isolation.backends.native import settle
 
-PREPARE_THREADS = ("isolation-prepare", "isolation-prepare-ns")
+PREPARE_THREADS = ("isolation-prepare",)
 
 
 def pool_state() -> dict[str, object]:

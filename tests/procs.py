@@ -55,7 +55,7 @@ def child_pids() -> list[int]:
 
 def fd_table() -> dict[str, str]:
     """The test process's descriptors and what each refers to, after the native
-    backend has settled (prepared sandboxes and namespaces released, every init
+    backend has settled (prepared sandboxes released, every init
     reaped: their descriptors and processes come and go)."""
     from isolation.backends import native
 

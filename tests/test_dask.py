@@ -32,7 +32,7 @@ else:
 
 pytestmark = pytest.mark.security
 
-PREPARE_THREADS = ("isolation-prepare", "isolation-prepare-ns")
+PREPARE_THREADS = ("isolation-prepare",)
 
 
 def test_dask_pipeline(tmp_path: Path, backend: str, listener: int) -> None:  # noqa: F811

@@ -83,7 +83,6 @@ class Shape:
         cfg.flags = self.flags
         cfg.uid_inside, cfg.gid_inside = self.uid, self.gid
         cfg.uid_outside, cfg.gid_outside = os.geteuid(), os.getegid()
-        cfg.ns_fds = [-1, -1, -1]  # 0 would be a descriptor (integrator: goes with the C side)
         cfg.control_fd = -1
         cfg.cgroup_procs_fd = -1
         cfg.init_fd = -1
@@ -95,6 +94,7 @@ class Shape:
             rs = self.ruleset
             cfg.landlock_attr_size = rs.attr_size
             cfg.landlock_fs = rs.fs
+            cfg.landlock_file_rights = landlock.FILE_RIGHTS
             cfg.landlock_net = rs.net
             cfg.landlock_scoped = rs.scoped
             cfg.landlock_port = rs.net_port
