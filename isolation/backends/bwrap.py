@@ -268,9 +268,9 @@ def plan_to_bwrap_args(
             # writable at setup, judged by the directory's own mode: /proc/sys (r-x) is skipped
             # while the files in it stay writable by host uid 0, which is who 65534 inside is for
             # a root caller. bubblewrap binds from the host's tree: the host's /proc entry of that
-            # name, the same host-wide knob (a /proc the host lacks it in is skipped, as native does).
+            # name, the same host-wide knob (one the host lacks is skipped, as native skips it).
             for p in parts:
-                host = os.path.join("/proc", os.path.relpath(p.target, m.target))
+                host = f"/proc/{os.path.basename(p.target)}"
                 if os.path.exists(host):
                     args += ["--ro-bind", host, p.target]
         elif m.kind == "dev":
