@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import isolation
 from isolation import IsolationPolicy
-from isolation.backends import nspool, prepared
 from isolation.backends.bwrap import DEV_COPIES_PLACEHOLDER, build_bwrap_command
+from isolation.backends.native import prepared
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 # Idle time before each timed call, the same for every contender: what a backend does in
@@ -30,16 +30,11 @@ TRUE = ["/bin/true"]
 
 def _on_demand() -> object:
     """The native backend with nothing prepared ahead of demand."""
-    saved = {k: os.environ.get(k) for k in (prepared.ENV, nspool.ENV)}
-    os.environ.update({prepared.ENV: "0", nspool.ENV: "0"})
+    size, prepared.POOL.size = prepared.POOL.size, 0
     try:
         return isolation.run(TRUE, IsolationPolicy(), backend="native")
     finally:
-        for k, v in saved.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
+        prepared.POOL.size = size
 
 
 def _bare(argv: list[str]) -> list[str]:

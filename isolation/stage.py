@@ -239,7 +239,9 @@ def command_stage(
 
 
 @attrs.frozen
-class _Prepared:
+class _CheckedTask:
+    """A task whose policy and command were checked before any of them ran."""
+
     task: Task
     policy: IsolationPolicy
     argv: tuple[str, ...]
@@ -301,10 +303,10 @@ class StageExecutor:
         """Everything that can be decided before running; raises on the first task that cannot run."""
         self._check(tasks)
 
-    def _check(self, tasks: Iterable[Task]) -> tuple[str, list[_Prepared]]:
+    def _check(self, tasks: Iterable[Task]) -> tuple[str, list[_CheckedTask]]:
         backend = self._backend()
         enforced: frozenset[str] = getattr(backend, "enforced_limits", frozenset())
-        prepared = []
+        checked = []
         for task in tasks:
             st = task.stage
             data: bytes | None
@@ -321,20 +323,20 @@ class StageExecutor:
                 raise type(exc)(f"stage {st.name!r}: {exc}") from None
             except IsolationUnavailable as exc:
                 raise IsolationUnavailable(f"stage {st.name!r}: {exc}") from None
-            prepared.append(_Prepared(task, policy, argv, data))
-        return backend.name, prepared
+            checked.append(_CheckedTask(task, policy, argv, data))
+        return backend.name, checked
 
     def run(self, tasks: Iterable[Task]) -> list[StageResult]:
         """Check every task, then run them all; a stage's failure is in its result, not raised."""
-        backend, prepared = self._check(tasks)
-        if not prepared:
+        backend, checked = self._check(tasks)
+        if not checked:
             return []
         job = _Job(backend, self.enforcement, self.max_reply, self.max_reply_depth)
         if self.executor is not None:
-            futures = [self.executor.submit(_run_one, p, job) for p in prepared]
-            return [_collect(p, future) for p, future in zip(prepared, futures, strict=True)]
+            futures = [self.executor.submit(_run_one, p, job) for p in checked]
+            return [_collect(p, future) for p, future in zip(checked, futures, strict=True)]
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="isolation-stage") as pool:
-            return list(pool.map(functools.partial(_run_one, job=job), prepared))
+            return list(pool.map(functools.partial(_run_one, job=job), checked))
 
     def call(self, task: Task) -> Any:
         """Run one task and return its value (or raise its error)."""
@@ -351,7 +353,7 @@ class _Job:
     max_reply_depth: int
 
 
-def _run_one(p: _Prepared, job: _Job) -> StageResult:
+def _run_one(p: _CheckedTask, job: _Job) -> StageResult:
     """Run one checked task where it is called (a thread here, or an executor's worker)."""
     st = p.task.stage
     reply_limit = job.max_reply if isinstance(st, PythonStage) else None
@@ -368,7 +370,7 @@ def _run_one(p: _Prepared, job: _Job) -> StageResult:
     return _python_result(st.name, res, job.max_reply, job.max_reply_depth)
 
 
-def _collect(p: _Prepared, future: Future[StageResult]) -> StageResult:
+def _collect(p: _CheckedTask, future: Future[StageResult]) -> StageResult:
     """A task's result from the executor; what the executor itself raised (a lost worker,
     a task it could not send) is that stage's failure, as any other."""
     name = p.task.stage.name

@@ -10,7 +10,9 @@ import contextlib
 import os
 import resource
 import shutil
+import socket
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -47,6 +49,18 @@ def host_lacking() -> Iterator[Callable[[str], None]]:
 # Who a command runs as in the native backend's host layout (no user namespace): a root
 # caller's command becomes 65534 there, anyone else's stays the caller.
 HOST_LAYOUT_UID = 65534 if os.geteuid() == 0 else os.geteuid()
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[tuple[str, socket.socket]]:
+    """A listening abstract unix socket of the host, as (name without the leading NUL, socket):
+    what a sandbox must not reach without Network (abstract sockets belong to the netns)."""
+    name = f"isolation-test-{uuid.uuid4().hex}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0" + name)
+    srv.listen(8)
+    yield name, srv
+    srv.close()
 
 
 @pytest.fixture

@@ -1,13 +1,27 @@
-"""What the test process can see of processes and descriptors, from /proc.
+"""What the test process can see of processes and descriptors, from /proc, and waiting for it.
 
 Shared by the lifecycle, stress and leak checks (conftest.py): one way to
 find a sandbox's processes by a marker in their argv, the test process's
-children (zombies included) and its descriptor table.
+children (zombies included) and its descriptor table, and the one polling
+helper (`wait_until`) for what the kernel does in its own time.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+
+
+def wait_until(predicate: Callable[[], object], bound: float = 10.0, step: float = 0.01) -> bool:
+    """Poll `predicate` until it is true (then True) or `bound` seconds have passed (then False)."""
+    deadline = time.monotonic() + bound
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
 
 
 def processes_with(marker: str) -> list[int]:

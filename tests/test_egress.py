@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import IsolationPolicy
@@ -30,7 +31,6 @@ from isolation.egress import PROXY_PORT
 
 pytestmark = pytest.mark.security
 
-PYTHON = "/usr/bin/python3"
 PKGS = "pkgs.test-isolation.internal"
 OTHER = "other.test-isolation.internal"
 TEST_HOSTS = {PKGS: "127.0.0.2", OTHER: "127.0.0.3"}

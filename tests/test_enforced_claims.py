@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import IsolationPolicy, landlock
@@ -30,7 +31,6 @@ from isolation.runner import RUNNER_LIMITS
 
 pytestmark = pytest.mark.security
 
-PYTHON = "/usr/bin/python3"
 NOBODY = "65534"
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
 # What the root of the minimal view may hold (docs/policy.md), before the policy's own binds.
@@ -317,16 +317,6 @@ CHECKS: dict[str, Callable[[Run, str], None]] = {
 
 
 @pytest.fixture
-def abstract_listener() -> Iterator[str]:
-    name = f"isolation-claims-{uuid.uuid4().hex}"
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind("\0" + name)
-    srv.listen(8)
-    yield name
-    srv.close()
-
-
-@pytest.fixture
 def leaked_fd(tmp_path: Path) -> Iterator[int]:
     """An inheritable descriptor the caller holds while it runs the sandbox."""
     (tmp_path / "leak").write_text("fd")
@@ -339,11 +329,15 @@ def leaked_fd(tmp_path: Path) -> Iterator[int]:
 
 @pytest.mark.parametrize("policy_name", POLICIES)
 def test_every_claim_is_observed_in_the_run_that_made_it(
-    backend: str, policy_name: str, abstract_listener: str, leaked_fd: int, monkeypatch: pytest.MonkeyPatch
+    backend: str,
+    policy_name: str,
+    abstract_listener: tuple[str, socket.socket],
+    leaked_fd: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(SECRET_VAR, "secret-" + uuid.uuid4().hex)
     policy, enforcement = POLICIES[policy_name]
-    run = Run(backend, policy, enforcement, abstract_listener)
+    run = Run(backend, policy, enforcement, abstract_listener[0])
     enforced = run.result.enforced
     assert len(set(enforced)) == len(enforced), enforced
     assert not set(enforced) & set(run.result.missing)
@@ -367,11 +361,11 @@ def test_every_claim_is_observed_in_the_run_that_made_it(
 
 
 def test_the_host_control_detects_what_the_checks_look_for(
-    tmp_path: Path, abstract_listener: str, leaked_fd: int
+    tmp_path: Path, abstract_listener: tuple[str, socket.socket], leaked_fd: int
 ) -> None:
     """The same FACTS probe run on the host sees every layer missing, so the checks can fail."""
     os.chmod(tmp_path, 0o777)
-    res = subprocess.run([PYTHON, "-c", FACTS, abstract_listener, str(tmp_path)], capture_output=True, timeout=60,
+    res = subprocess.run([PYTHON, "-c", FACTS, abstract_listener[0], str(tmp_path)], capture_output=True, timeout=60,
                          check=True, close_fds=False)
     facts = json.loads(res.stdout)
     assert facts["personality"] == "ok" and facts["status"]["Seccomp"] == ["0"]

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import FsRead, FsWrite, IsolationPolicy, Network
 
 pytestmark = pytest.mark.security
 
-PYTHON = "/usr/bin/python3"
 NOBODY = 65534
 
 
@@ -1021,11 +1021,11 @@ except OSError as e:
 """
 
 
-def test_no_host_abstract_unix_socket_without_network(backend: str) -> None:
-    name = f"isolation-escape-{uuid.uuid4().hex}"
+def test_no_host_abstract_unix_socket_without_network(
+    backend: str, abstract_listener: tuple[str, socket.socket]
+) -> None:
+    name, srv = abstract_listener
     token = "abstract-" + uuid.uuid4().hex
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind("\0" + name)
     with greeter(srv, token):
         assert sandboxed(backend, ABSTRACT, name) in ("ConnectionRefusedError", "PermissionError")
         assert on_host(ABSTRACT, name) == token  # control

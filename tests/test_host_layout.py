@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from commands import PYTHON
 from conftest import HOST_LAYOUT_UID
 
 import isolation
@@ -25,7 +26,6 @@ from isolation import IsolationPolicy
 from isolation.seccomp import compile_profile, syscall_number
 
 pytestmark = pytest.mark.security
-PYTHON = "/usr/bin/python3"
 
 # -- test switches are not reachable from production (issue 11, B.15) -----------------
 

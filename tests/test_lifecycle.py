@@ -341,13 +341,13 @@ def _slow_end(monkeypatch: pytest.MonkeyPatch, backend: str, act: object) -> str
         monkeypatch.setattr(PidsCgroup, "remove", remove)
         return "cgroup"
     if backend == "native":
-        real_cleanup = native._Layout.cleanup
+        real_cleanup = native.layout.Layout.cleanup
 
-        def cleanup(self: native._Layout) -> None:
+        def cleanup(self: native.layout.Layout) -> None:
             act("layout")  # type: ignore[operator]
             real_cleanup(self)
 
-        monkeypatch.setattr(native._Layout, "cleanup", cleanup)
+        monkeypatch.setattr(native.layout.Layout, "cleanup", cleanup)
         return "layout"
     return ""
 
@@ -410,11 +410,11 @@ if where == "cgroup":
         return real_remove(self, attempts)
     PidsCgroup.remove = remove
 else:
-    real_cleanup = native._Layout.cleanup
+    real_cleanup = native.layout.Layout.cleanup
     def cleanup(self):
         interrupt("layout")
         real_cleanup(self)
-    native._Layout.cleanup = cleanup
+    native.layout.Layout.cleanup = cleanup
 status = cli.main(["run", "--backend", backend, "--max-pids", "50", "--", "sh", "-c", "echo out; exit 3"])
 print(json.dumps({"status": status, "seen": seen}))
 """

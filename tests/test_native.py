@@ -8,25 +8,24 @@ import os
 import signal
 import socket
 import subprocess
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import child_pids, fd_table
+from commands import PYTHON
+from procs import child_pids, fd_table, wait_until
 
 import isolation
 from isolation import IsolationPolicy
 from isolation.backends import native
 from isolation.backends.base import Stdio
-from isolation.backends.native import NativeBackend
+from isolation.backends.native import NativeBackend, prepared
+from isolation.backends.native.spec import Shape
 from isolation.errors import IsolationUnavailable, SandboxSetupError
 from isolation.plan import build_plan
 from isolation.policy import Bind
 
 pytestmark = pytest.mark.security
-PYTHON = "/usr/bin/python3"
 
 
 def py(code: str, policy: IsolationPolicy | None = None, **kw: object) -> isolation.RunResult:
@@ -62,16 +61,6 @@ def test_landlock_denies_tcp_without_network(host_lacking: Callable[[str], None]
     assert py(TCP_BIND).stdout == b"bound\n"
 
 
-@pytest.fixture
-def host_abstract_socket() -> tuple[str, socket.socket]:
-    name = f"isolation-test-{uuid.uuid4().hex}"
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind("\0" + name)
-    srv.listen(8)
-    yield name, srv
-    srv.close()
-
-
 ABSTRACT_CONNECT = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -82,10 +71,10 @@ except OSError as e:
 """
 
 
-def test_host_abstract_socket_unreachable_even_with_network(
-    host_abstract_socket: tuple[str, socket.socket], host_lacking: Callable[[str], None]
+def test_abstract_listener_unreachable_even_with_network(
+    abstract_listener: tuple[str, socket.socket], host_lacking: Callable[[str], None]
 ) -> None:
-    name, _ = host_abstract_socket
+    name, _ = abstract_listener
     net = IsolationPolicy(network=True)
     argv = [PYTHON, "-c", ABSTRACT_CONNECT, name]
     res = isolation.run(argv, net, backend="native", timeout=60)
@@ -289,35 +278,17 @@ def _namespaces_seen(runs: int, before_each: Callable[[], object] = lambda: None
     return seen
 
 
-@pytest.mark.parametrize("mode", ["prepared-sandboxes", "prepared-namespaces", "on-demand"])
+@pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
 def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    from isolation.backends import nspool, prepared
-
-    if mode != "prepared-sandboxes":
-        monkeypatch.setenv(prepared.ENV, "0")
     if mode == "on-demand":
-        monkeypatch.setenv(nspool.ENV, "0")
-    used = {"prepared-sandboxes": 0, "prepared-namespaces": 0}
-
-    def spy(pool: object, name: str) -> None:
-        real = pool.take  # type: ignore[attr-defined]
-
-        def take(*args: object) -> object:
-            got = real(*args)
-            sandbox = got[0] if isinstance(got, tuple) else got  # prepared: (sandbox, ticket)
-            used[name] += sandbox is not None
-            return got
-
-        monkeypatch.setattr(pool, "take", take)
-
+        monkeypatch.setattr(prepared.POOL, "size", 0)
     native.settle()  # no sandbox prepared for another test's policy
-    spy(prepared.POOL, "prepared-sandboxes")
-    spy(nspool.POOL, "prepared-namespaces")
-    py("pass")  # the first run starts the pools
+    took = _take_spy(monkeypatch)
+    py("pass")  # the first run starts the pool
 
     def prepared_one_ready() -> None:  # the pool builds while no run is starting
         if mode == "prepared-sandboxes":
-            _wait_for(lambda: any(prepared.POOL._ready.values()))
+            assert prepared.wait_ready() is not None
 
     seen = _namespaces_seen(12, prepared_one_ready)
     ids = [line.split()[:3] for line in seen]
@@ -328,69 +299,20 @@ def test_every_sandbox_gets_its_own_user_net_and_ipc_namespaces(monkeypatch: pyt
         assert host[kind] not in values
     for line in seen:  # the same sandbox either way: nobody, loopback only
         assert "['65534'," in line and "['lo']" in line, line
-    # Control: each mode really took the path it names (the pools refill between spawns).
+    # Control: each mode really took the path it names (the pool refills between spawns).
     if mode == "on-demand":
-        assert used == {"prepared-sandboxes": 0, "prepared-namespaces": 0}
+        assert not any(took)
     else:
-        assert used[mode] >= 6, used
+        assert sum(took) >= 6, took
     prepared.release()
-    nspool.release()
-
-
-def test_prepared_namespaces_are_released_and_not_inherited_by_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    from isolation.backends import nspool, prepared
-
-    monkeypatch.setenv(prepared.ENV, "0")  # sandboxes built on demand use the prepared namespaces
-    py("pass")
-    py("pass")  # the pool has been asked for and is refilling
-    pid = os.fork()
-    if pid == 0:  # the child starts with an empty pool and no descriptor of the parent's sets
-        code = 1
-        try:
-            empty = all(not q for q in nspool.POOL._ready.values())
-            code = 0 if empty and not _namespace_fds() else 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    nspool.release()
-    assert _namespace_fds() == []
-    # Control: while the pool holds sets, they show up as namespace descriptors.
-    py("pass")
-    deadline = time.monotonic() + 5
-    while not _namespace_fds() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _namespace_fds()
-    nspool.release()
-
-
-def _namespace_fds() -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor listdir used
-            continue
-        if target.startswith(("user:", "net:", "ipc:")):
-            found.append(target)
-    return found
-
-
-def _wait_for(check: Callable[[], bool], bound: float = 5.0) -> bool:
-    deadline = time.monotonic() + bound
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return check()
 
 
 def _prepared_pids() -> list[int]:
     """The inits of the pool's prepared sandboxes that wait as this process's children,
     each an isolation-init named by nothing but its own name (argv)."""
-    from isolation.backends import prepared
-
     kids = set(child_pids())
     found = []
-    for sandbox in [s for q in list(prepared.POOL._ready.values()) for s in list(q)]:
+    for sandbox in prepared.POOL.waiting():
         try:
             if sandbox.pid in kids and Path(f"/proc/{sandbox.pid}/cmdline").read_bytes() == b"isolation-init\0":
                 found.append(sandbox.pid)
@@ -402,9 +324,7 @@ def _prepared_pids() -> list[int]:
 def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
 
     py("pass")
-    deadline = time.monotonic() + 5
-    while not _prepared_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(_prepared_pids, bound=5)
     waiting = _prepared_pids()
     assert len(waiting) == 1  # control: one is built for the policy just used
     # It is pid 1 of its own namespaces, not in the caller's.
@@ -417,8 +337,6 @@ def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
 def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from isolation.backends import prepared
-
     checks: list[bool] = []
     real_fresh = prepared.PreparedSandbox.fresh
 
@@ -433,9 +351,7 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     policy = mounted_at_data(data)
     probe = "print(open('/data/f').read())"
     assert py(probe, policy).stdout == b"old\n"
-    deadline = time.monotonic() + 5
-    while not _prepared_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(_prepared_pids, bound=5)
     assert _prepared_pids()  # built for this policy, binding the directory as it was
     data.rename(tmp_path / "gone")
     data.mkdir()
@@ -443,9 +359,7 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     assert py(probe, policy).stdout == b"new\n"
     assert checks == [False]  # the prepared one was refused
     # Control: an unchanged source lets the prepared sandbox be used, and it sees the live directory.
-    deadline = time.monotonic() + 5
-    while not _prepared_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(_prepared_pids, bound=5)
     before = _prepared_pids()
     (data / "f").write_text("newer")
     assert py(probe, policy).stdout == b"newer\n"
@@ -458,15 +372,13 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
 @pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
 def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """The caller (Python) ignores SIGPIPE; the command must not inherit that, nor a blocked signal."""
-    from isolation.backends import prepared
-
     if mode == "on-demand":
-        monkeypatch.setenv(prepared.ENV, "0")
+        monkeypatch.setattr(prepared.POOL, "size", 0)
     native.settle()
     probe = "grep -E '^Sig(Ign|Blk)' /proc/self/status; tr '\\0' ' ' < /proc/1/cmdline"
     py("pass")
     if mode == "prepared-sandboxes":
-        assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+        assert prepared.wait_ready() is not None
     took = _take_spy(monkeypatch)
     res = isolation.run(["sh", "-c", probe], backend="native")
     lines = res.stdout.decode().splitlines()
@@ -478,29 +390,25 @@ def test_the_command_starts_with_default_signal_handling(monkeypatch: pytest.Mon
 
 
 def test_a_prepared_sandbox_killed_while_waiting_is_replaced_by_one_built_on_demand() -> None:
-    from isolation.backends import prepared
-
     native.settle()
     py("pass")
-    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
-    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    waiting = prepared.wait_ready()
+    assert waiting is not None
     os.kill(waiting.pid, signal.SIGKILL)
-    _wait_for(lambda: Path(f"/proc/{waiting.pid}/stat").read_text().split()[2] == "Z")
+    wait_until(lambda: Path(f"/proc/{waiting.pid}/stat").read_text().split()[2] == "Z")
     res = py("print('ran')")
     assert (res.returncode, res.stdout) == (0, b"ran\n"), res
     # Control: it was the one the run took (it is gone from the pool, reaped).
-    assert all(waiting is not s for q in prepared.POOL._ready.values() for s in q)
+    assert all(s is not waiting for s in prepared.POOL.waiting())
     native.settle()
     assert waiting.pid not in child_pids()
 
 
 def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
-    from isolation.backends import prepared
-
     native.settle()
     py("pass")
-    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
-    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    waiting = prepared.wait_ready()
+    assert waiting is not None
     os.fstat(waiting.control_fd)  # control: the parent holds its socket
     pid = os.fork()
     if pid == 0:
@@ -510,7 +418,7 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
                 os.fstat(waiting.control_fd)
                 code = 2  # still open in the child
             except OSError:
-                code = 0 if not any(prepared.POOL._ready.values()) else 3
+                code = 0 if not prepared.POOL.waiting() else 3
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -530,14 +438,12 @@ COUNT_ARGS = (
 
 def _take_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each run from now on took a prepared sandbox."""
-    from isolation.backends import prepared
-
     took: list[bool] = []
     real_take = prepared.POOL.take
 
-    def take(*args: object) -> tuple[prepared.PreparedSandbox | None, object]:
-        got = real_take(*args)  # type: ignore[arg-type]
-        took.append(got[0] is not None)
+    def take(shape: Shape) -> prepared.PreparedSandbox | None:
+        got = real_take(shape)
+        took.append(got is not None)
         return got
 
     monkeypatch.setattr(prepared.POOL, "take", take)
@@ -545,14 +451,11 @@ def _take_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def _ready_for(mode: str, policy: IsolationPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
-    from isolation.backends import prepared
-
     if mode == "on-demand":
-        monkeypatch.setenv(prepared.ENV, "0")
+        monkeypatch.setattr(prepared.POOL, "size", 0)
         return
-    monkeypatch.delenv(prepared.ENV, raising=False)
     py("pass", policy)
-    assert _wait_for(lambda: any(prepared.POOL._ready.values()))
+    assert prepared.wait_ready() is not None
 
 
 @pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])
@@ -597,11 +500,10 @@ def test_a_command_beyond_execves_limits_fails_as_execve_does_on_every_path(
 def test_a_command_the_control_socket_cannot_carry_inline_travels_in_a_memfd(monkeypatch: pytest.MonkeyPatch) -> None:
     """A message over the socket's send buffer (a host with a tiny net.core.wmem_default)
     is refused with EMSGSIZE; the payload then travels in a memfd instead."""
-    from isolation.backends import prepared
-
     native.settle()
     _ready_for("prepared-sandboxes", IsolationPolicy(), monkeypatch)
-    waiting = next(s for q in prepared.POOL._ready.values() for s in q)
+    waiting = prepared.wait_ready()
+    assert waiting is not None
     with socket.socket(fileno=os.dup(waiting.control_fd)) as control:
         control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         sndbuf = control.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)

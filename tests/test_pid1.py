@@ -79,7 +79,8 @@ CALLER = textwrap.dedent(
     import attrs
     import isolation
     from isolation import IsolationPolicy
-    from isolation.backends import native, nspool, prepared
+    from isolation.backends import native
+    from isolation.backends.native import prepared
     from isolation.policy import Bind
 
     path, rounds, probe_dir, landlock = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -92,33 +93,21 @@ CALLER = textwrap.dedent(
     took = []
     real_take = prepared.POOL.take
 
-    def take(*args):
-        got = real_take(*args)
-        took.append(got[0] is not None)
+    def take(shape):
+        got = real_take(shape)
+        took.append(got is not None)
         return got
 
     prepared.POOL.take = take
-    joined = []
-    real_ns_take = nspool.POOL.take
-
-    def ns_take(*args):
-        got = real_ns_take(*args)
-        joined.append(got is not None)
-        return got
-
-    nspool.POOL.take = ns_take
     isolation.run(["/probe/probe"], policy, backend="native", enforcement=enforcement)  # the pool learns the policy
     took.clear()
-    joined.clear()
     seen = collections.Counter()
     for _ in range(rounds):
         if path == "prepared":  # back to back, runs build their own: wait for the pool
-            deadline = time.monotonic() + 10
-            while not any(prepared.POOL._ready.values()) and time.monotonic() < deadline:
-                time.sleep(0.001)
+            prepared.wait_ready(10)
         res = isolation.run(["/probe/probe"], policy, backend="native", enforcement=enforcement, timeout=60)
         seen[json.dumps([res.returncode, res.stdout.decode(), res.stderr.decode()[-500:], res.missing])] += 1
-    summary = {"seen": [[json.loads(k), n] for k, n in seen.items()], "took": took, "joined": joined}
+    summary = {"seen": [[json.loads(k), n] for k, n in seen.items()], "took": took}
     print(json.dumps(summary), flush=True)
     sys.stdin.read()
     native.settle()
@@ -142,16 +131,14 @@ def _decode(field: str) -> bytes | str:
 
 
 @pytest.mark.parametrize("landlock", ["landlock", "no-landlock"])
-# on demand joining prepared namespaces (the default when no sandbox is ready), on demand
-# creating every namespace itself, and a sandbox prepared ahead of demand
-@pytest.mark.parametrize("path", ["on-demand", "on-demand-own-namespaces", "prepared"])
+# built on demand, and a sandbox prepared ahead of demand
+@pytest.mark.parametrize("path", ["on-demand", "prepared"])
 def test_pid1_is_isolation_init_from_the_commands_first_instruction(
     probe_dir: Path, path: str, landlock: str
 ) -> None:
     marker = f"--db-password=s3cret-{uuid.uuid4().hex}"
     env = {**os.environ, "DB_TOKEN": marker, "PYTHONPATH": os.pathsep.join(sys.path)}
     env["ISOLATION_PREPARED_SANDBOXES"] = "1" if path == "prepared" else "0"
-    env["ISOLATION_PREPARED_NAMESPACES"] = "0" if path == "on-demand-own-namespaces" else "2"
     caller = subprocess.Popen(
         [sys.executable, str(probe_dir / "caller.py"), path, str(ROUNDS), str(probe_dir), landlock, marker],
         stdin=subprocess.PIPE,
@@ -173,8 +160,6 @@ def test_pid1_is_isolation_init_from_the_commands_first_instruction(
         assert summary["took"] == [True] * ROUNDS
     else:
         assert not any(summary["took"])
-        # control: prepared namespaces were joined (some runs at least), or never
-        assert any(summary["joined"]) == (path == "on-demand")
     runs = 0
     for (returncode, stdout, stderr, missing), count in summary["seen"]:
         runs += count

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import IsolationPolicy
@@ -29,7 +30,6 @@ from isolation.limits import Limits
 
 pytestmark = pytest.mark.security
 
-PYTHON = "/usr/bin/python3"
 MIB = 1 << 20
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import attrs
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import IsolationPolicy, SandboxSetupError, sysview
@@ -19,8 +20,6 @@ from isolation.backends import bwrap as bwrap_mod
 from isolation.plan import Mount, build_plan, with_parts
 
 pytestmark = pytest.mark.security
-
-PYTHON = "/usr/bin/python3"
 
 # Each path: what is there (a character device with its numbers, a directory, another
 # file, or the error lstat raised), whether a mount sits on it, whether that is read-only.

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import pytest
+from commands import PYTHON
 
 import isolation
 from isolation import IsolationPolicy
@@ -29,7 +30,6 @@ from isolation.seccomp_profile import CLONE_NAMESPACE_FLAGS, DEFAULT_RULES, TIOC
 
 pytestmark = pytest.mark.security
 
-PYTHON = "/usr/bin/python3"
 X86_64 = platform.machine() == "x86_64"
 
 # Runs inside the sandbox: each spec in a forked child (new session, so a

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 
+from commands import PYTHON
+
 import isolation
 from isolation import IsolationPolicy
 from isolation.seccomp import compile_profile
-
-PYTHON = "/usr/bin/python3"
 
 
 def sh(script: str, backend: str, policy: IsolationPolicy | None = None) -> str:
