@@ -30,8 +30,10 @@ from isolation.errors import (
 )
 from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import Bind, IsolationPolicy
+from isolation.pump import Relay
 from isolation.result import RunResult
-from isolation.runner import DEVNULL, PIPE, Relay, Sandbox, run, run_async, spawn
+from isolation.runner import DEVNULL, PIPE, run, run_async, spawn
+from isolation.sandbox import Sandbox
 from isolation.stage import CommandStage, PythonStage, StageExecutor, StageResult, Task, command_stage, stage
 
 __version__ = "0.1.0"

@@ -37,9 +37,11 @@ from isolation.plan import HINT_STYLE, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.probe import probe
 from isolation.profiles import load_profile
+from isolation.pump import Relay
 from isolation.result import RunResult
-from isolation.runner import PIPE, Relay, Sandbox, _Options
+from isolation.runner import PIPE, _Options
 from isolation.runner import _run as _run_sandbox
+from isolation.sandbox import Sandbox
 
 EXIT_SETUP = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -303,7 +305,7 @@ def _print_probe(facts: dict[str, Any]) -> None:
     out("(a backend is available when a minimal sandbox of it, running `true`, ran here)\n")
 
 
-def _result_json(res: Any) -> dict[str, Any]:
+def _result_json(res: RunResult) -> dict[str, Any]:
     return {
         "argv": list(res.argv),
         "returncode": res.returncode,

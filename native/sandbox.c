@@ -937,7 +937,7 @@ static int send_command(int control_fd, const struct iso_config *cfg, int err_w,
         .bpf = (cfg->flags & ISO_F_SECCOMP) ? cfg->bpf : NULL,
         .bpf_len = cfg->bpf_len,
     };
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     size_t len = iso_command_size(&e, &head);
     char *buf = malloc(len); /* the caller's side: allocating is fine here */
     if (buf == NULL) {

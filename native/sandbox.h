@@ -112,6 +112,36 @@ struct iso_started {
     struct iso_error error;
 };
 
+/* A command for a sandbox's init, as one SOCK_SEQPACKET message: a struct
+ * iso_command_msg, then the payload (a head, the rlimits, the seccomp
+ * program, then exe, cwd, argv and envp as NUL-terminated strings) when it
+ * takes at most ISO_COMMAND_INLINE bytes, as nearly every command does.  A
+ * larger payload travels as a memfd instead, sealed against writing, growing
+ * and shrinking (init maps it: what it parses cannot change, nor fault), so
+ * there is no cap of our own: execve judges argv and envp, with the
+ * sandbox's RLIMIT_STACK, exactly as for any process.  Descriptors travel
+ * alongside (SCM_RIGHTS): stdin, stdout, stderr, the error pipe, the status
+ * pipe, then the cgroup.procs to join (ISO_CMD_CGROUP) and the payload's
+ * memfd (ISO_CMD_MEMFD) when there are. */
+#define ISO_COMMAND_INLINE 32768 /* 32 KiB */
+#define ISO_COMMAND_FDS 7
+#define ISO_COMMAND_MAGIC 0x69736f63 /* "isoc" */
+#define ISO_CMD_CGROUP 1
+#define ISO_CMD_MEMFD 2
+
+struct iso_command_msg {
+    uint32_t magic;
+    uint32_t flags;       /* ISO_CMD_* */
+    uint64_t payload_len;
+};
+
+struct iso_command_head {
+    uint32_t n_argv;
+    uint32_t n_envp;
+    uint32_t n_rlimits;
+    uint32_t bpf_len; /* instructions; 0: no seccomp */
+};
+
 /* Build a sandbox and run the command in it.  With a pid namespace, the
  * command goes to the sandbox's isolation-init through a control socket,
  * as for a prepared sandbox (so pid 1 is isolation-init before the command

@@ -171,7 +171,7 @@ void iso_exec_command(const struct iso_exec *e)
 
 /* ---- the command sent to a sandbox's init (see worker.h) --------------------- */
 
-size_t iso_command_size(const struct iso_exec *e, struct iso_prepared_head *head)
+size_t iso_command_size(const struct iso_exec *e, struct iso_command_head *head)
 {
     head->n_argv = 0;
     head->n_envp = 0;
@@ -192,7 +192,7 @@ static char *put(char *at, const void *src, size_t len)
     return at + len;
 }
 
-void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *head, char *buf)
+void iso_pack_command(const struct iso_exec *e, const struct iso_command_head *head, char *buf)
 {
     char *at = put(buf, head, sizeof *head);
     at = put(at, e->rlimits, sizeof *e->rlimits * head->n_rlimits);
@@ -207,7 +207,7 @@ void iso_pack_command(const struct iso_exec *e, const struct iso_prepared_head *
 
 size_t iso_command_strings(const char *buf, size_t len)
 {
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     if (len < sizeof head)
         return 0;
     memcpy(&head, buf, sizeof head);
@@ -219,7 +219,7 @@ size_t iso_command_strings(const char *buf, size_t len)
 
 int iso_unpack_command(const char *buf, size_t len, struct iso_exec *e, const char **strings, size_t n_strings)
 {
-    struct iso_prepared_head head;
+    struct iso_command_head head;
     if (len < sizeof head)
         return -1;
     memcpy(&head, buf, sizeof head);

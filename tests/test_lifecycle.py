@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -21,7 +22,7 @@ import time
 import uuid
 
 import pytest
-from procs import processes_with
+from procs import child_pids, fd_table, processes_with
 
 import isolation
 from isolation import IsolationPolicy
@@ -322,6 +323,21 @@ def test_communicate_after_another_path_saw_the_end(backend: str) -> None:
             time.sleep(0.01)
         out, _ = sb.communicate(timeout=10)
     assert out == b"out\n" and sb.returncode == 0
+
+
+def test_a_dropped_handle_releases_what_follows_the_end(backend: str) -> None:
+    """A spawn() user who waits and drops the handle without close() leaves no process
+    and no descriptor: the handle's finalizer releases the child (Child.release)."""
+    before = fd_table()
+    sb = isolation.spawn(["sh", "-c", "exit 7"], backend=backend)
+    pid = sb.pid
+    assert sb.wait() == 7
+    # Control: the live handle still holds descriptors (its stdout and stderr pipes).
+    assert {fd for fd, target in fd_table().items() if before.get(fd) != target}
+    del sb
+    gc.collect()
+    assert {fd: target for fd, target in fd_table().items() if before.get(fd) != target} == {}
+    assert pid not in child_pids()
 
 
 def _slow_end(monkeypatch: pytest.MonkeyPatch, backend: str, act: object) -> str:

@@ -20,6 +20,7 @@ from isolation import IsolationPolicy
 from isolation.backends import native
 from isolation.backends.base import Stdio
 from isolation.backends.native import NativeBackend, prepared
+from isolation.backends.native.spawn import WaitingInit
 from isolation.backends.native.spec import Shape
 from isolation.errors import IsolationUnavailable, SandboxSetupError
 from isolation.plan import build_plan
@@ -338,13 +339,13 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks: list[bool] = []
-    real_fresh = prepared.PreparedSandbox.fresh
+    real_fresh = WaitingInit.fresh
 
-    def fresh(self: prepared.PreparedSandbox) -> bool:
+    def fresh(self: WaitingInit) -> bool:
         checks.append(real_fresh(self))
         return checks[-1]
 
-    monkeypatch.setattr(prepared.PreparedSandbox, "fresh", fresh)
+    monkeypatch.setattr(WaitingInit, "fresh", fresh)
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("old")
@@ -409,13 +410,13 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
     py("pass")
     waiting = prepared.wait_ready()
     assert waiting is not None
-    os.fstat(waiting.control_fd)  # control: the parent holds its socket
+    os.fstat(waiting.control.fileno())  # control: the parent holds its socket
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             try:
-                os.fstat(waiting.control_fd)
+                os.fstat(waiting.control.fileno())
                 code = 2  # still open in the child
             except OSError:
                 code = 0 if not prepared.POOL.waiting() else 3
@@ -423,7 +424,7 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    os.fstat(waiting.control_fd)  # the parent's is untouched, and the sandbox still waits
+    os.fstat(waiting.control.fileno())  # the parent's is untouched, and the sandbox still waits
     assert waiting.pid in _prepared_pids()
     native.settle()
 
@@ -441,7 +442,7 @@ def _take_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     took: list[bool] = []
     real_take = prepared.POOL.take
 
-    def take(shape: Shape) -> prepared.PreparedSandbox | None:
+    def take(shape: Shape) -> WaitingInit | None:
         got = real_take(shape)
         took.append(got is not None)
         return got
@@ -504,7 +505,7 @@ def test_a_command_the_control_socket_cannot_carry_inline_travels_in_a_memfd(mon
     _ready_for("prepared-sandboxes", IsolationPolicy(), monkeypatch)
     waiting = prepared.wait_ready()
     assert waiting is not None
-    with socket.socket(fileno=os.dup(waiting.control_fd)) as control:
+    with socket.socket(fileno=os.dup(waiting.control.fileno())) as control:
         control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         sndbuf = control.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         arg = "q" * (2 * sndbuf)  # over the buffer, under the 32 KiB that travel inline

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import attrs
 
 from isolation.plan import SandboxPlan
+from isolation.result import Usage
 
 Enforcement = Literal["strict", "best_effort"]
 
@@ -31,12 +32,26 @@ class Stdio:
 
 
 class Child(Protocol):
-    """A launched sandbox. `returncode` convention: >= 0 exit status, -N signal N."""
+    """A launched sandbox: everything the runner asks of it, and nothing else.
+
+    `poll`/`wait` return the exit status as the backend encodes it; `term_signal`
+    decodes it. Once the end is known the child has reaped what it must; what
+    follows (handing a process to a background reaper, a pool's bookkeeping) waits
+    for `release()`, which the owner calls once it has collected the result.
+    """
 
     @property
     def pid(self) -> int: ...
 
-    def poll(self) -> int | None: ...
+    @property
+    def exit_fd(self) -> int:
+        """A descriptor that polls readable once the end is known (poll() then returns
+        it); -1 once the end has been seen and the descriptor closed. The child owns it."""
+        ...
+
+    def poll(self) -> int | None:
+        """The exit status, or None while it runs; never blocks."""
+        ...
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the sandbox to end; raise subprocess.TimeoutExpired on timeout."""
@@ -48,6 +63,24 @@ class Child(Protocol):
 
     def kill(self) -> None:
         """SIGKILL the whole sandbox tree; idempotent, safe after exit."""
+        ...
+
+    def term_signal(self, status: int) -> int | None:
+        """The signal that ended the command, read from `status` as poll()/wait()
+        returned it; None for a normal exit."""
+        ...
+
+    def usage(self) -> Usage | None:
+        """CPU time and peak RSS, once ended; None when the backend could not measure them."""
+        ...
+
+    def limits_hit(self) -> tuple[str, ...]:
+        """Limits the sandbox ran into that only the backend sees (e.g. max_pids), once ended."""
+        ...
+
+    def release(self) -> None:
+        """Let go of what follows the end, once it has come (no-op before); idempotent.
+        Dropping the child without it releases as well (at garbage collection)."""
         ...
 
 

@@ -12,9 +12,7 @@ import json
 import os
 import re
 import resource
-import select
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -27,12 +25,12 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
+from isolation.backends.children import BwrapChild, poll_fd
 from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.paths import is_executable_file
 from isolation.plan import Mount, SandboxPlan, build_plan, tmpfs_bound, with_parts
 from isolation.policy import IsolationPolicy
-from isolation.result import Usage
 from isolation.rlimits import RlimitSetting, sandbox_enforced_limits, sandbox_limits
 from isolation.userns import userns_status
 
@@ -379,217 +377,8 @@ _ENFORCED_BASE = (
 )
 
 
-# How long launch() waits for bubblewrap to report the sandbox's init, and how
-# long reaping waits for the sandbox's pid namespace to empty after the command.
+# How long launch() waits for bubblewrap to report the sandbox's init.
 _INFO_TIMEOUT = 30.0
-_INIT_EXIT_TIMEOUT = 10.0
-
-
-def _poll_fd(fd: int, timeout: float | None) -> bool:
-    """Whether `fd` became readable within `timeout` seconds (None: wait indefinitely)."""
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
-
-
-class PopenChild:
-    """A `Child` over subprocess.Popen whose process group is the whole sandbox on the host side.
-
-    It reaps with wait4(2), so `usage()` can report the rusage of the direct child
-    (which covers the descendants it waited for, not the ones it left behind).
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], *, kill_group: bool) -> None:
-        self._proc = proc
-        self._kill_group = kill_group
-        self._lock = threading.Lock()
-        self._rusage: resource.struct_rusage | None = None
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def _try_reap(self) -> int | None:
-        with self._lock:
-            if self._proc.returncode is None:
-                try:
-                    pid, status, ru = os.wait4(self._proc.pid, os.WNOHANG)
-                except ChildProcessError:  # pragma: no cover - nobody else waits for our child
-                    pid, status, ru = self._proc.pid, 255 << 8, None
-                if pid == 0:
-                    return None
-                self._proc.returncode = os.waitstatus_to_exitcode(status)
-                self._rusage = ru
-            rc = self._proc.returncode
-        self._after_exit()
-        return rc
-
-    def poll(self) -> int | None:
-        return self._try_reap()
-
-    def wait(self, timeout: float | None = None) -> int:
-        rc = self._try_reap()
-        if rc is not None:
-            return rc
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pidfd = os.pidfd_open(self._proc.pid)
-        try:
-            while (rc := self._try_reap()) is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise subprocess.TimeoutExpired(self._proc.args, timeout or 0.0)
-                _poll_fd(pidfd, remaining)
-        finally:
-            os.close(pidfd)
-        return rc
-
-    def send_signal(self, sig: int) -> None:
-        # Under the lock the child cannot be reaped meanwhile, so its pid is still its own.
-        with self._lock:
-            if self._proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._proc.pid, sig)
-
-    def kill(self) -> None:
-        with self._lock:
-            if self._proc.returncode is None:
-                self._killpg()
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._proc.pid, signal.SIGKILL)
-        self._after_exit()
-
-    def usage(self) -> Usage | None:
-        """CPU time and peak RSS of the command and the descendants it waited for."""
-        ru = self._rusage
-        if ru is None:
-            return None
-        return Usage(cpu_time=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024)
-
-    def _killpg(self) -> None:
-        if self._kill_group:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, 9)
-
-    def _after_exit(self) -> None:
-        # Processes the command left behind in its group (on the host for `none`)
-        # must not outlive the run.
-        if self._proc.returncode is not None:
-            self._killpg()
-
-
-class BwrapChild(PopenChild):
-    """bubblewrap's monitor process (our child) plus a pidfd on the sandbox's init.
-
-    The monitor exits as soon as the command does, and its death only *starts*
-    the end of the sandbox (the init gets SIGKILL through --die-with-parent, and
-    the kernel then kills every process of the pid namespace). Reaping therefore
-    also waits for the init to be gone: then no process of the sandbox remains.
-    """
-
-    # bubblewrap exits with 128+N when the command is killed by signal N.
-    status_is_shell_style = True
-
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        init_pidfd: int,
-        cgroup: PidsCgroup | None = None,
-        dev_copies: str | None = None,
-        bwrap_stderr: int = -1,
-    ) -> None:
-        super().__init__(proc, kill_group=True)
-        self._dev_copies = dev_copies
-        # The read end of bubblewrap's own stderr. Held until the end, so bubblewrap
-        # never meets a closed pipe (SIGPIPE) while its sandbox runs.
-        self._bwrap_stderr = bwrap_stderr
-        self.started = False  # set by launch() once the command has been executed
-        self._init_pidfd = init_pidfd
-        self._init_lock = threading.Lock()
-        self._cgroup = cgroup
-        self._refused_forks = 0
-
-    def limits_hit(self) -> tuple[str, ...]:
-        """Limits the sandbox ran into that only the backend can see (once it has ended)."""
-        return ("max_pids",) if self._refused_forks else ()
-
-    @property
-    def init_pidfd(self) -> int:
-        return self._init_pidfd
-
-    def track_init(self, pidfd: int) -> None:
-        """Take ownership of a pidfd on the sandbox's init (from --info-fd)."""
-        with self._init_lock:
-            self._init_pidfd = pidfd
-
-    def kill(self) -> None:
-        self._kill_init()
-        super().kill()
-
-    def setup_error(self, fallback: SandboxSetupError) -> SandboxSetupError:
-        """After a failed start, once killed and reaped: bubblewrap's own message as an error."""
-        fd = self._bwrap_stderr
-        return fallback if fd < 0 else _bwrap_error(_drain(fd), fallback)
-
-    def usage(self) -> Usage | None:
-        # The monitor's rusage covers bubblewrap itself only: it exits before its
-        # child, the sandbox's init, has reaped anything. Nothing honest to report.
-        return None
-
-    def _kill_init(self) -> None:
-        with self._init_lock:
-            if self._init_pidfd >= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
-
-    def _after_exit(self) -> None:
-        super()._after_exit()
-        if self._proc.returncode is None:
-            return
-        with self._init_lock:
-            fd, self._init_pidfd = self._init_pidfd, -1
-            cgroup, self._cgroup = self._cgroup, None
-        try:
-            if fd >= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                # Readable once the init has exited, which it does only after the
-                # kernel has killed and waited for every other process in its pid namespace.
-                _poll_fd(fd, _INIT_EXIT_TIMEOUT)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if cgroup is not None:
-                self._refused_forks = cgroup.refused_forks()
-                cgroup.remove()
-            dev, self._dev_copies = self._dev_copies, None
-            if dev is not None:  # the sandbox is gone: nothing is bound from it any more
-                shutil.rmtree(dev, ignore_errors=True)
-            if self.started:  # else launch() still reads bubblewrap's message
-                self.close()
-
-    def close(self) -> None:
-        """Release bubblewrap's stderr pipe (once the sandbox has ended and any error was read)."""
-        with self._init_lock:  # poll() and wait() may race here from two threads
-            fd, self._bwrap_stderr = self._bwrap_stderr, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_init_pidfd", -1)
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            os.close(fd)
-        cgroup = getattr(self, "_cgroup", None)
-        if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.remove(attempts=1)  # busy: swept by a later run
-        dev = getattr(self, "_dev_copies", None)
-        if dev is not None:
-            shutil.rmtree(dev, ignore_errors=True)
-        err = getattr(self, "_bwrap_stderr", -1)
-        if err >= 0:
-            os.close(err)
 
 
 def _read_to_eof(fd: int, deadline: float, what: str) -> bytes:
@@ -597,7 +386,7 @@ def _read_to_eof(fd: int, deadline: float, what: str) -> bytes:
     data = b""
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not _poll_fd(fd, remaining):
+        if remaining <= 0 or not poll_fd(fd, remaining):
             raise SandboxSetupError(f"bubblewrap did not {what} within {_INFO_TIMEOUT:g}s", step="bwrap")
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -686,16 +475,6 @@ def _bwrap_error(stderr: bytes, fallback: SandboxSetupError) -> SandboxSetupErro
         f"bubblewrap could not set up the sandbox, the command did not run: {line.rstrip('.')}{hint}",
         step=step, path=path, errno=err,
     )  # fmt: skip
-
-
-def _drain(fd: int) -> bytes:
-    """What is buffered in pipe `fd` now (its writers are gone or idle); at most 64 KiB."""
-    os.set_blocking(fd, False)
-    data = b""
-    with contextlib.suppress(BlockingIOError):
-        while len(data) < 65536 and (chunk := os.read(fd, 65536 - len(data))):
-            data += chunk
-    return data
 
 
 def _open_init(pid: int, monitor: int) -> int:
@@ -896,8 +675,8 @@ class BwrapBackend:
             # Kill before the block fd closes: on EOF bubblewrap would go on without the limits.
             child.kill()
             child.wait()
-            error = child.setup_error(exc) if isinstance(exc, SandboxSetupError) else None
-            child.close()
+            error = _bwrap_error(child.bwrap_stderr(), exc) if isinstance(exc, SandboxSetupError) else None
+            child.release()
             if error is not None:
                 raise error from None
             raise

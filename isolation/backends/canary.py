@@ -94,6 +94,8 @@ def _run_true(launch: Launch) -> IsolationError | None:
             child.kill()
             child.wait()
             return SandboxSetupError(f"a minimal sandbox running `true` did not end within {TIMEOUT:g} s", step="wait")
+        finally:
+            child.release()
         os.set_blocking(err_r, False)
         try:
             stderr = os.read(err_r, 4096).decode(errors="replace").strip()

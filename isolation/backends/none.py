@@ -10,7 +10,7 @@ import os
 import subprocess
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
-from isolation.backends.bwrap import PopenChild
+from isolation.backends.children import PopenChild
 from isolation.errors import CommandNotExecutable, CommandNotFound
 from isolation.plan import SandboxPlan
 

@@ -10,7 +10,9 @@ One concern per module:
 - `host`: what the kernel offers (and what a test may take away);
 - `layout`: what a plan's sandbox looks like on this host, and its claims;
 - `spec`: the C description of it (`Shape` without the command, `Spec` with);
-- `spawn`: the one call into C that builds a sandbox, and its errors;
+- `spawn`: the one call into C that builds a sandbox, and starting its command;
+- `message`: the command as a waiting isolation-init receives it, and the
+  (step, path, errno) setup report;
 - `prepared`: sandboxes built ahead of demand (the fast path; optional);
 - `child`: the handle of a running sandbox and the reaper of its init.
 """
@@ -24,10 +26,10 @@ from typing import Any
 from isolation._native import lib
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.backends.native import host as _host
-from isolation.backends.native import layout, prepared
+from isolation.backends.native import layout, prepared, spawn
 from isolation.backends.native.child import REAPER, NativeChild
 from isolation.backends.native.host import HostFeatures, SimulatedHost, host_features, simulate_host
-from isolation.backends.native.spawn import INIT_PROGRAM, spawn
+from isolation.backends.native.spawn import INIT_PROGRAM
 from isolation.backends.native.spec import Spec, spec_of
 from isolation.cgroups import PidsCgroup
 from isolation.errors import IsolationUnavailable, SandboxSetupError
@@ -127,7 +129,7 @@ def _start(spec: Spec, stdio: Stdio, *, on_demand_only: bool = False) -> Launche
         if spec.pids_parent is not None and spec.max_pids is not None:
             cgroup, cfg.cgroup_procs_fd = _pids_cgroup(spec, int(cfg.flags))
             enforced = (*enforced, f"limit:max_pids={spec.max_pids}:cgroup-v1")
-        started = (not on_demand_only and prepared.try_start(spec.shape, cfg)) or spawn(cfg)
+        started = (not on_demand_only and prepared.try_start(spec, cfg)) or spawn.start(spec, cfg)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from isolation.cgroups import PidsCgroup
@@ -42,8 +41,14 @@ class _Reaper:
     def adopt(self, pid: int) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="isolation-reaper", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had (RLIMIT_NPROC): reap here, init is exiting
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                    return
+                self._thread = thread
         self._queue.put(pid)
 
     def _run(self) -> None:
@@ -70,7 +75,6 @@ os.register_at_fork(after_in_child=REAPER._after_fork_in_child)
 REPORT = struct.Struct("=IIQQQ")  # struct iso_report: status, reserved, utime and stime in µs, maxrss in KiB
 
 
-
 class NativeChild:
     """The sandbox's init (pid 1 inside); its report pipe carries the command's wait status.
 
@@ -78,7 +82,9 @@ class NativeChild:
     wait4 init. Settling (`_settle`, under no lock) is what follows and may be slow:
     a pids cgroup's removal is retried while the kernel still detaches the dead
     tasks. `poll()` never blocks on either: a CLI's SIGINT handler may call it while
-    the main thread it interrupted is in the middle of both.
+    the main thread it interrupted is in the middle of both. Releasing (`release`, by
+    the owner once it has collected the result) hands an init that reported to the
+    reaper thread.
     """
 
     def __init__(
@@ -89,12 +95,9 @@ class NativeChild:
         group: bool = False,
         cleanup: Cleanup | None = None,
         cgroup: PidsCgroup | None = None,
-        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._pid = pid
-        self._on_end = on_end
         self._to_reap = -1  # init, once it has reported: the reaper's, at release()
-        self._deferred = False  # release() waits for the caller (see defer_release)
         self._release_lock = threading.Lock()
         self._cgroup = cgroup
         self._refused_forks = 0
@@ -159,28 +162,19 @@ class NativeChild:
                 cgroup.remove()
         finally:
             self._settled.set()
-        if not self._deferred:
-            self.release()
-
-    def defer_release(self) -> None:
-        """Hold what follows the end (handing init to the reaper, telling the pool of
-        prepared sandboxes the run is over) until release(): both wake a thread, which
-        would compete with a caller still collecting the result."""
-        self._deferred = True
 
     def release(self) -> None:
-        """Run what follows the end, once it has come; idempotent."""
+        """Hand init to the reaper once the end has come; idempotent. That wakes a thread,
+        which would compete with a caller still collecting the result: the owner calls
+        this once it has collected it (or the handle's finalizer does)."""
         if self.returncode is None:
             return
         self._settle()
         self._settled.wait()
         with self._release_lock:
             pid, self._to_reap = self._to_reap, -1
-            on_end, self._on_end = self._on_end, None
         if pid > 0:
             REAPER.adopt(pid)
-        if on_end is not None:
-            on_end()
 
     def limits_hit(self) -> tuple[str, ...]:
         """Limits the sandbox ran into that only the backend can see (once it has ended)."""
@@ -234,6 +228,10 @@ class NativeChild:
     def poll(self) -> int | None:
         """The exit status, or None while it runs or while another caller is reaping it; never blocks."""
         return self._reap(block=False)
+
+    def term_signal(self, status: int) -> int | None:
+        """init reports the command's wait status: -N is signal N, as with Popen."""
+        return -status if status < 0 else None
 
     def usage(self) -> Usage | None:
         """CPU time and peak RSS of every process of the sandbox, as isolation-init

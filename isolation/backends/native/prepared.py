@@ -35,17 +35,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import signal
-import socket
 import threading
 import time
 from typing import Any
 
-import attrs
-
-from isolation._native import ffi, lib
-from isolation.backends.native.spawn import Started, setup_error, spawn
-from isolation.backends.native.spec import Shape
+from isolation.backends.native.spawn import Started, WaitingInit, build
+from isolation.backends.native.spec import Shape, Spec
 from isolation.errors import SandboxSetupError
 
 ENV = "ISOLATION_PREPARED_SANDBOXES"
@@ -54,94 +49,33 @@ IDLE_SECONDS = 60.0
 QUIET = 0.003  # after a run has started, how long the thread waits before it builds
 
 
-@attrs.define
-class PreparedSandbox:
-    """A built sandbox waiting for its command: its init's pid and the caller's end of its socket."""
-
-    pid: int
-    control_fd: int
-    sources: tuple[tuple[str, int, int], ...]  # (host path, st_dev, st_ino) of every bind source
-
-    def fresh(self) -> bool:
-        """Whether every bind source is still the file it was when the sandbox was built."""
-        for path, dev, ino in self.sources:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return False
-            if (st.st_dev, st.st_ino) != (dev, ino):
-                return False
-        return True
-
-    def close_control(self) -> None:
-        if self.control_fd >= 0:
-            os.close(self.control_fd)
-            self.control_fd = -1
-
-    def discard(self) -> None:
-        """Let it go unused: its init exits; reap it."""
-        self.close_control()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
-
-def build(shape: Shape) -> PreparedSandbox | None:
-    """A sandbox of `shape` whose init waits for its command (run by the pool's thread);
+def _build(shape: Shape) -> WaitingInit | None:
+    """A sandbox of `shape` kept for a later command (run by the pool's thread);
     None when it cannot be built (a run on demand will say why)."""
-    sources = []
-    for path in shape.bind_sources():  # recorded first: a source replaced meanwhile fails the later check
-        try:
-            st = os.stat(path)
-        except OSError:
+    try:
+        return build(shape, record_sources=True)
+    except (OSError, SandboxSetupError):
+        return None
+
+
+def try_start(spec: Spec, cfg: Any) -> Started | None:
+    """Start `spec`'s command (`cfg`: this run's copy) in a sandbox prepared for its shape,
+    or return None when none is ready (one is then built for the next run, once the
+    caller is quiet). Raises SandboxSetupError when the command could not be started."""
+    if not spec.shape.preparable:
+        return None
+    waiting = POOL.take(spec.shape)
+    if waiting is None:
+        return None
+    if not waiting.fresh():
+        waiting.discard()
+        return None
+    try:
+        return waiting.start(spec, (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2]), int(cfg.cgroup_procs_fd))
+    except SandboxSetupError as exc:
+        if exc.step == "send command":  # it was gone before it got the command (killed from outside)
             return None
-        sources.append((path, st.st_dev, st.st_ino))
-    cfg = ffi.new("struct iso_config *")
-    shape.fill(cfg)
-    cfg.flags = shape.flags | lib.ISO_F_PREPARED
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    control = mine.detach()
-    try:
-        cfg.control_fd = theirs.fileno()
-        started = spawn(cfg)
-    except SandboxSetupError:
-        os.close(control)
-        return None
-    except BaseException:
-        os.close(control)
         raise
-    finally:
-        theirs.close()
-    os.close(started.status_fd)  # a prepared sandbox's status pipe comes with its command
-    return PreparedSandbox(started.pid, control, tuple(sources))
-
-
-def try_start(shape: Shape, cfg: Any) -> Started | None:
-    """Run `cfg`'s command in a prepared sandbox of `shape`, or return None when none
-    is ready (one is then built for the next run once the caller is quiet).
-    Raises SandboxSetupError when the command could not be started in it."""
-    if not shape.preparable:
-        return None
-    sandbox = POOL.take(shape)
-    if sandbox is None:
-        return None
-    if not sandbox.fresh():
-        sandbox.discard()
-        return None
-    out = ffi.new("struct iso_started *")
-    try:
-        rc = lib.iso_run_prepared(sandbox.control_fd, cfg, out)
-    except BaseException:
-        sandbox.discard()
-        raise
-    if rc != 0:  # it received its command, or died: it is used up either way
-        sandbox.discard()
-        if ffi.string(out.error.step) == b"send command":
-            return None  # it was gone before it got the command (killed from outside)
-        raise setup_error(out.error)
-    sandbox.close_control()
-    return Started(sandbox.pid, int(out.status_fd))
 
 
 def _size_from_env() -> int:
@@ -157,7 +91,7 @@ class PreparedPool:
     def __init__(self) -> None:
         self.size = _size_from_env()
         self._cond = threading.Condition()
-        self._ready: collections.OrderedDict[Shape, collections.deque[PreparedSandbox]] = collections.OrderedDict()
+        self._ready: collections.OrderedDict[Shape, collections.deque[WaitingInit]] = collections.OrderedDict()
         self._wanted: dict[Shape, float] = {}  # shape -> when it was last asked for
         self._thread: threading.Thread | None = None
         self._generation = 0  # a thread runs while its generation is current
@@ -171,12 +105,12 @@ class PreparedPool:
             after_in_child=self._after_fork_in_child,
         )
 
-    def take(self, shape: Shape) -> PreparedSandbox | None:
+    def take(self, shape: Shape) -> WaitingInit | None:
         """A ready sandbox of `shape`, now the caller's (run it or discard it), or None.
         Either way `shape` is wanted from now on, and a run is starting."""
         if self.size == 0:
             return None
-        evicted: list[PreparedSandbox] = []
+        evicted: list[WaitingInit] = []
         with self._cond:
             now = time.monotonic()
             self._last_start = now
@@ -195,12 +129,12 @@ class PreparedPool:
             sandbox.discard()
         return found
 
-    def waiting(self) -> list[PreparedSandbox]:
+    def waiting(self) -> list[WaitingInit]:
         """The sandboxes ready now (a snapshot; they stay in the pool)."""
         with self._cond:
             return [sandbox for ready in self._ready.values() for sandbox in ready]
 
-    def wait_ready(self, timeout: float = 5.0) -> PreparedSandbox | None:
+    def wait_ready(self, timeout: float = 5.0) -> WaitingInit | None:
         """Block until some sandbox is ready (for tests and warm-up); it stays in the pool."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -223,9 +157,9 @@ class PreparedPool:
         except RuntimeError:  # no thread to be had (RLIMIT_NPROC): nothing ahead of demand, runs build their own
             pass
 
-    def _next(self, now: float) -> tuple[Shape | None, float, list[PreparedSandbox]]:
+    def _next(self, now: float) -> tuple[Shape | None, float, list[WaitingInit]]:
         """With the lock held: what to build (if anything), how long to wait first, and what expired."""
-        gone: list[PreparedSandbox] = []
+        gone: list[WaitingInit] = []
         for shape in [s for s, last in self._wanted.items() if now - last > IDLE_SECONDS]:
             del self._wanted[shape]
             gone.extend(self._ready.pop(shape, ()))
@@ -247,10 +181,10 @@ class PreparedPool:
                 sandbox.discard()
             if shape is None:
                 continue
-            unused: PreparedSandbox | None = None
+            unused: WaitingInit | None = None
             with self._building:
                 try:
-                    made = build(shape)  # outside the condition's lock; cffi releases the GIL meanwhile
+                    made = _build(shape)  # outside the condition's lock; cffi releases the GIL meanwhile
                 except Exception:  # noqa: BLE001 - e.g. out of descriptors: a run on demand will say
                     made = None
                 with self._cond:
@@ -286,7 +220,7 @@ class PreparedPool:
         for ready in self._ready.values():
             for sandbox in ready:
                 with contextlib.suppress(OSError):
-                    sandbox.close_control()
+                    sandbox.control.close()
         self._ready = collections.OrderedDict()
         self._wanted = {}
         self._thread = None
@@ -303,7 +237,7 @@ def configure(size: int) -> None:
         POOL.release()
 
 
-def wait_ready(timeout: float = 5.0) -> PreparedSandbox | None:
+def wait_ready(timeout: float = 5.0) -> WaitingInit | None:
     """A sandbox waiting in the pool, once there is one (None after `timeout`)."""
     return POOL.wait_ready(timeout)
 

@@ -1,20 +1,28 @@
-"""Building a sandbox in C (`iso_spawn`): the one call that clones, and its errors.
+"""Building a sandbox in C (`iso_spawn`, the one call that clones) and starting its command.
 
-C does the clone-to-execve choreography and reports a failed step as
-(step, path, errno); here that becomes a `SandboxSetupError`. With a pid
-namespace the sandbox's pid 1 is isolation-init, a static program the
-caller opens here and the new sandbox executes before anything else.
+A sandbox with a pid namespace is always built the same way, whether ahead
+of demand (prepared.py) or for the run at hand: C builds it up to its pid 1,
+isolation-init, which then waits on a control socket (`WaitingInit`); the
+command follows as one message (message.py). Without a pid namespace (the
+host layout) C executes the command itself. A failed step comes back as
+(step, path, errno): a `SandboxSetupError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
+import socket
 from typing import Any
 
 import attrs
 
 from isolation._native import ffi, lib
-from isolation.errors import IsolationUnavailable, SandboxSetupError
+from isolation.backends.native import message
+from isolation.backends.native.spec import Shape, Spec
+from isolation.errors import IsolationUnavailable
 
 # pid 1 of every sandbox with a pid namespace (native/init.c, built by setup.py).
 INIT_PROGRAM = os.path.join(
@@ -31,6 +39,45 @@ class Started:
     status_fd: int
 
 
+@attrs.define
+class WaitingInit:
+    """A built sandbox whose isolation-init waits for its command on `control`."""
+
+    pid: int
+    control: socket.socket
+    sources: tuple[tuple[str, int, int], ...] = ()  # (host path, st_dev, st_ino) of every bind source
+
+    def fresh(self) -> bool:
+        """Whether every bind source is still the file it was when the sandbox was built."""
+        for path, dev, ino in self.sources:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                return False
+        return True
+
+    def start(self, spec: Spec, stdio: tuple[int, int, int], cgroup_fd: int) -> Started:
+        """Send the command; once it was executed, the sandbox is the caller's to watch.
+        On failure the sandbox is discarded (it is used up either way)."""
+        try:
+            status_fd = message.start(self.control, spec.payload, stdio, cgroup_fd)
+        except BaseException:
+            self.discard()
+            raise
+        self.control.close()
+        return Started(self.pid, status_fd)
+
+    def discard(self) -> None:
+        """Let it go unused: its init exits; reap it."""
+        self.control.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
 def open_init() -> int:
     try:
         return os.open(INIT_PROGRAM, os.O_PATH | os.O_CLOEXEC)
@@ -41,28 +88,14 @@ def open_init() -> int:
         ) from None
 
 
-def setup_error(error: Any) -> SandboxSetupError:
-    """The exception for a `struct iso_error` C filled in."""
-    step = ffi.string(error.step).decode(errors="replace")
-    path = ffi.string(error.path).decode(errors="replace")
-    err = int(error.err)
-    where = f" {path}" if path else ""
-    return SandboxSetupError(
-        f"native sandbox setup failed at {step}{where}: {os.strerror(err)} (errno {err})",
-        step=step,
-        path=path,
-        errno=err,
-    )
-
-
 def spawn(cfg: Any) -> Started:
-    """Build the sandbox `cfg` describes (with its isolation-init when it has a pid
-    namespace) and start its command, or with ISO_F_PREPARED leave init waiting for
-    one on `cfg.control_fd`. Raises SandboxSetupError; nothing of it is left then."""
+    """`iso_spawn`: build the sandbox `cfg` describes (with its isolation-init when it has a
+    pid namespace, waiting on `cfg.control_fd`), or without one execute the command.
+    Raises SandboxSetupError; nothing of it is left then."""
     out = ffi.new("struct iso_started *")
     # Where C keeps the bind sources' descriptors while it builds: one per mount.
-    fds = ffi.new("int[]", max(int(cfg.n_mounts), 1))
-    cfg.scratch = fds
+    source_fds = ffi.new("int[]", max(int(cfg.n_mounts), 1))
+    cfg.scratch = source_fds
     init_fd = -1
     try:
         if cfg.flags & lib.ISO_F_PIDNS:
@@ -73,5 +106,40 @@ def spawn(cfg: Any) -> Started:
             os.close(init_fd)
             cfg.init_fd = -1
     if rc != 0:
-        raise setup_error(out.error)
+        raise message.setup_error(out.error)
     return Started(int(out.pid), int(out.status_fd))
+
+
+def build(shape: Shape, *, record_sources: bool = False) -> WaitingInit:
+    """A sandbox of `shape` up to its isolation-init, which waits for a command.
+    `record_sources`: note what each bind source is now (for a sandbox kept for later)."""
+    sources = []
+    if record_sources:  # recorded first: a source replaced meanwhile fails the later check
+        for path in shape.bind_sources():
+            st = os.stat(path)
+            sources.append((path, st.st_dev, st.st_ino))
+    cfg = ffi.new("struct iso_config *")
+    shape.fill(cfg)
+    cfg.flags = shape.flags | lib.ISO_F_PREPARED
+    try:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        raise message.failed("socketpair", exc.errno or errno.EIO) from None
+    try:
+        cfg.control_fd = theirs.fileno()
+        started = spawn(cfg)
+    except BaseException:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+    os.close(started.status_fd)  # its status pipe comes with its command
+    return WaitingInit(started.pid, mine, tuple(sources))
+
+
+def start(spec: Spec, cfg: Any) -> Started:
+    """Build `spec`'s sandbox now and start its command in it (`cfg`: this run's copy)."""
+    if not spec.shape.preparable:  # the host layout: C executes the command itself
+        return spawn(cfg)
+    waiting = build(spec.shape)
+    return waiting.start(spec, (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2]), int(cfg.cgroup_procs_fd))

@@ -21,6 +21,7 @@ import attrs
 from isolation import landlock
 from isolation._native import ffi, lib
 from isolation.backends.base import Stdio
+from isolation.backends.native import message
 from isolation.backends.native.host import HostFeatures, cap_last_cap
 from isolation.backends.native.layout import Layout
 from isolation.plan import Mount, SandboxPlan
@@ -153,6 +154,7 @@ class Spec:
     missing: tuple[str, ...]
     max_pids: int | None
     pids_parent: str | None  # a root caller's cgroup v1 pids hierarchy (see rlimits.sandbox_limits)
+    payload: bytes  # the command as init receives it (message.py); b"" without a pid namespace
 
     def config_for(self, stdio: Stdio) -> Any:
         """This run's own `iso_config` (runs of one plan may overlap)."""
@@ -198,7 +200,16 @@ def spec_of(plan: SandboxPlan, host: HostFeatures, layout: Layout, missing: tupl
     cfg.rlimits = rl
     cfg.n_rlimits = len(settings)
     cfg.flags = flags
+    payload = message.pack(cfg) if shape.preparable else b""
     return Spec(
-        shape, layout, cfg, buf, tuple(enforced), missing, plan.policy.limits.max_pids, mechanisms.pids_cgroup_parent
+        shape,
+        layout,
+        cfg,
+        buf,
+        tuple(enforced),
+        missing,
+        plan.policy.limits.max_pids,
+        mechanisms.pids_cgroup_parent,
+        payload,
     )
 
