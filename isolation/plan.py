@@ -28,6 +28,11 @@ MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "proc-ro", "dev", "de
 # The kinds that are parts of the fresh file system just before them, built into it.
 PART_OF: Mapping[str, str] = {"proc-ro": "proc", "device": "dev"}
 
+Identities = tuple[tuple[str, int, int], ...]
+
+# The kinds that bind a host path (`source`) into the sandbox.
+BIND_KINDS = frozenset({"ro-bind", "rw-bind"})
+
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
 WORK_DIR = "/work"
@@ -120,6 +125,23 @@ class SandboxPlan:
     # (sandbox path, host path) of argv[0], found by build_plan's check; None when not checked.
     executable: tuple[str, str] | None = None
     program: Program | None = None
+
+    def bind_sources(self) -> tuple[str, ...]:
+        """The host paths bound into the sandbox (policy binds and the system view)."""
+        return tuple(m.source for m in self.mounts if m.kind in BIND_KINDS and m.source is not None)
+
+    def source_identities(self) -> Identities | None:
+        """What each bind source is now, as (path, st_dev, st_ino); None when one is missing.
+        A sandbox built for these binds these files: one replaced since (an /etc file
+        rewritten by rename, a directory moved away) is another file at the same path."""
+        found = []
+        for source in self.bind_sources():
+            try:
+                st = os.stat(source)
+            except OSError:
+                return None
+            found.append((source, st.st_dev, st.st_ino))
+        return tuple(found)
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -409,11 +431,6 @@ def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
     return tuple(mounts)
 
 
-# Where argv[0] was found, per (mounts, sandbox PATH, cwd, name, caller's PATH): walking the plan's
-# mounts and the host's symlinks is the costly part of planning; a hit is re-checked to still be executable.
-_found: dict[tuple[tuple[Mount, ...], str, str, str, str | None], tuple[Program, str]] = {}
-
-
 def with_command_checked(plan: SandboxPlan, environ: Mapping[str, str] | None = None) -> SandboxPlan:
     """`plan` with its program resolved (see `Program`); refuses, before anything is
     spawned, a command the sandbox could not execute, naming the change that fixes it."""
@@ -421,14 +438,7 @@ def with_command_checked(plan: SandboxPlan, environ: Mapping[str, str] | None = 
     name = plan.argv[0]
     caller_path = None if "/" in name else environ.get("PATH", os.defpath)
     sandbox_path = plan.env_dict.get("PATH", DEFAULT_PATH)
-    key = (plan.mounts, sandbox_path, plan.cwd, name, caller_path)
-    hit = _found.get(key)
-    if hit is None or not is_executable_file(hit[1]) or not _found_again(hit[0], environ):
-        hit = _resolve_program(plan, caller_path)
-        if len(_found) >= 256:
-            _found.clear()
-        _found[key] = hit
-    program, host_exe = hit
+    program, host_exe = _resolve_program(plan, caller_path)
     if program.path_added is not None:
         env = {**plan.env_dict, "PATH": f"{program.path_added}:{sandbox_path}"}
         plan = attrs.evolve(plan, env=tuple(env.items()))

@@ -1,6 +1,7 @@
 """Running a command in a sandbox: the entry points `run`, `spawn` and `run_async`.
 
-They resolve a call to a backend and a plan (`_Recipe`), set up the sandbox's stdio and
+They resolve a call (`isolation.resolution`: the backend, the plan, the backend's
+sandbox for it, remembered per call), set up the sandbox's stdio and
 egress proxy, and launch it; the handle they return or drive is `isolation.sandbox.Sandbox`,
 its I/O loop `isolation.pump`.
 """
@@ -8,6 +9,7 @@ its I/O loop `isolation.pump`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -30,10 +32,10 @@ from isolation.backends.none import NoneBackend
 from isolation.egress import EgressSession, egress_plan
 from isolation.errors import IsolationUnavailable, PolicyError, SandboxSetupError
 from isolation.limits import Limits
-from isolation.paths import is_executable_file
-from isolation.plan import SandboxPlan, build_plan, program_still_found
+from isolation.plan import SandboxPlan, build_plan
 from isolation.policy import IsolationPolicy
 from isolation.pump import Relay, Sink, captured, pump
+from isolation.resolution import Resolution, remembered
 from isolation.result import Outcome, RunResult, Usage
 from isolation.sandbox import Sandbox
 
@@ -88,54 +90,25 @@ def spawn(
     return _spawn(tuple(cmd), policy or IsolationPolicy(), opts, stdin, stdout, stderr)
 
 
-@attrs.frozen
-class _Recipe:
-    """What a call resolves before anything is spawned: the backend, the plan, and
-    the limits that backend cannot enforce."""
-
-    backend: Backend
-    plan: SandboxPlan
-    warn_unisolated: bool
-    unenforceable: tuple[str, ...]
-
-    def still_valid(self) -> bool:
-        """Whether the host still matches: the bind sources exist (PolicyError if
-        not, as on a first run) and the executable found is still one."""
-        self.plan.policy.check_host_paths()
-        exe = self.plan.executable
-        return (exe is None or is_executable_file(exe[1])) and program_still_found(self.plan)
-
-
-# Recipes per (command, policy, options, the environment variables they read): resolving the
-# backend and planning cost more than the rest of starting a prepared sandbox.
-_recipes: dict[tuple[object, ...], _Recipe] = {}
-_RECIPES_MAX = 64
-
-
-def _recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
+def _resolve(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> Resolution:
     env = os.environ
     try:
         key = (argv, policy, opts, env.get("PATH"), *map(env.get, RESOLUTION_ENV), *map(env.get, policy.env_allowlist))
-        recipe = _recipes.get(key)
-    except (TypeError, AttributeError):  # not a valid call: _make_recipe says why
-        return _make_recipe(argv, policy, opts)
-    if recipe is None or not recipe.still_valid():
-        recipe = _make_recipe(argv, policy, opts)
-        if len(_recipes) >= _RECIPES_MAX:
-            _recipes.clear()
-        _recipes[key] = recipe
-    return recipe
+        hash(key)
+    except (TypeError, AttributeError):  # not a valid call: _make_resolution says why
+        return _make_resolution(argv, policy, opts)
+    return remembered(key, functools.partial(_make_resolution, argv, policy, opts))
 
 
-def _make_recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> _Recipe:
+def _make_resolution(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options) -> Resolution:
     if isinstance(argv, str | bytes) or not argv:
         raise PolicyError("cmd must be a non-empty sequence of arguments, e.g. ['sh', '-c', 'echo hi']")
     if opts.enforcement not in ("strict", "best_effort"):
         raise PolicyError(f"enforcement must be 'strict' or 'best_effort', not {opts.enforcement!r}")
-    resolution = resolve_backend(
+    chosen = resolve_backend(
         opts.backend, unsafe_no_isolation=opts.unsafe_no_isolation, require_isolation=opts.require_isolation
     )
-    backend = resolution.backend
+    backend = chosen.backend
     is_none = isinstance(backend, NoneBackend)
     # A relative argv[0] is found from cwd: build_plan applies cwd before it checks the command.
     plan = build_plan(policy, argv, check_executable=not is_none, cwd=None if is_none else opts.cwd)
@@ -151,15 +124,17 @@ def _make_recipe(argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options)
             f"backend {backend.name} cannot enforce limits.{', limits.'.join(unenforceable)}; "
             "drop them or pass enforcement='best_effort' (CLI --best-effort) to run without them"
         )
-    return _Recipe(backend, plan, resolution.warn_unisolated, unenforceable)
+    sources = plan.source_identities()  # before the backend's description: a later change is seen
+    launch = backend.launcher(plan, opts.enforcement)
+    return Resolution(backend, plan, chosen.warn_unisolated, unenforceable, launch, sources)
 
 
 def _spawn(
     argv: tuple[str, ...], policy: IsolationPolicy, opts: _Options, stdin: StdinArg, stdout: OutArg, stderr: OutArg
 ) -> Sandbox:
-    recipe = _recipe(argv, policy, opts)
-    backend, plan, unenforceable = recipe.backend, recipe.plan, recipe.unenforceable
-    if recipe.warn_unisolated:
+    resolution = _resolve(argv, policy, opts)
+    backend, plan, unenforceable = resolution.backend, resolution.plan, resolution.unenforceable
+    if resolution.warn_unisolated:
         warn_unisolated(argv[0])
 
     parent_ends: dict[str, IO[bytes]] = {}
@@ -191,11 +166,12 @@ def _spawn(
             return _fd_of(spec)
 
         child_fds = [child_end("stdin", stdin, 0), child_end("stdout", stdout, 1), child_end("stderr", stderr, 2)]
+        launch = resolution.launch
         if plan.policy.egress_allow:  # the allowlist's proxy, and the plan that reaches it (docs/network.md)
             session = _egress_session(backend, plan, opts.enforcement)
-            if session is not None:
-                plan = egress_plan(plan, session)
-        launched = backend.launch(plan, Stdio(*child_fds), enforcement=opts.enforcement)
+            if session is not None:  # a plan of this run only (its proxy's hand-over)
+                launch = functools.partial(backend.launch, egress_plan(plan, session), enforcement=opts.enforcement)
+        launched = launch(Stdio(*child_fds))
         if session is not None:
             if "namespace:net" not in launched.enforced:  # the proxy would be one way out among many
                 launched.child.kill()

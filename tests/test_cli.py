@@ -244,10 +244,9 @@ def test_relayed_stdin_does_not_hold_up_the_end(backend: str) -> None:
 
 def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -> None:
     """Once the command has ended, Ctrl-C stops relaying output nobody reads, instead of waiting forever."""
-    import time
     import uuid
 
-    from procs import processes_with
+    from procs import processes_with, wait_until
 
     marker = f"marker-{uuid.uuid4().hex}"
     r, w = os.pipe()  # never read: 64 KiB fill it, the rest waits in the CLI and its pipe from the sandbox
@@ -258,14 +257,11 @@ def test_ctrl_c_after_the_end_gives_up_on_a_reader_that_is_stuck(backend: str) -
     )  # fmt: skip
     os.close(w)
     try:
-        deadline = time.monotonic() + 60
         # First the command must have started (it says so on stderr, relayed live), then ended.
         assert proc.stderr is not None
         ready, _, _ = select.select([proc.stderr], [], [], 60)
         assert ready and proc.stderr.readline() == b"started\n", "the command never started"
-        while processes_with(marker) != [proc.pid] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert processes_with(marker) == [proc.pid], "the command never ended"
+        assert wait_until(lambda: processes_with(marker) == [proc.pid], bound=60), "the command never ended"
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=1)  # control: the CLI is stuck on the pipe
         for _ in range(60):  # the first one may still reach the command's end as a forwarded signal

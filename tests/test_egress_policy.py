@@ -7,10 +7,10 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
+from procs import wait_until
 
 from isolation import IsolationPolicy
 from isolation.effects import Network
@@ -180,16 +180,14 @@ def test_the_proxy_bounds_heads_slow_clients_and_connections(served: tuple[Egres
     try:
         for s in held:
             s.sendall(b"G")
-        while proxy._slots._value > 0:  # type: ignore[attr-defined]  # until the proxy holds all four
-            time.sleep(0.01)
+        assert wait_until(lambda: proxy._slots._value == 0)  # type: ignore[attr-defined]  # the proxy holds all four
         with socket.create_connection(("127.0.0.1", port)) as extra:  # one more is closed at once
             extra.settimeout(30)
             assert extra.recv(100) == b""
     finally:
         for s in held:
             s.close()
-    while proxy._slots._value < 4:  # type: ignore[attr-defined]  # the held ones are released
-        time.sleep(0.01)
+    assert wait_until(lambda: proxy._slots._value == 4)  # type: ignore[attr-defined]  # the held ones are released
     with socket.create_connection(("127.0.0.1", port)) as s:  # garbage
         s.sendall(b"\x00\x01\x02 nonsense\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 400")

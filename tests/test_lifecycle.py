@@ -22,7 +22,7 @@ import time
 import uuid
 
 import pytest
-from procs import child_pids, fd_table, processes_with
+from procs import child_pids, fd_table, processes_with, wait_until
 
 import isolation
 from isolation import IsolationPolicy
@@ -42,15 +42,6 @@ def _marker() -> str:
     return f"0.{uuid.uuid4().int % 10**18:018d}"
 
 
-def _wait_for(predicate: object, bound: float = 30.0) -> bool:
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_timeout_kills_the_whole_tree_before_run_returns(backend: str) -> None:
     marker = _marker()
     res = isolation.run(["sh", "-c", TREE, marker], backend=backend, timeout=1)
@@ -59,7 +50,7 @@ def test_timeout_kills_the_whole_tree_before_run_returns(backend: str) -> None:
     assert processes_with(marker) == []
     # Control: the same tree, left running, is found by the marker search.
     with isolation.spawn(["sh", "-c", TREE, marker], backend=backend) as sb:
-        assert _wait_for(lambda: len(processes_with(marker)) >= 7)
+        assert wait_until(lambda: len(processes_with(marker)) >= 7, bound=30)
         sb.kill()
         sb.wait()
         assert processes_with(marker) == []
@@ -78,7 +69,7 @@ def test_asyncio_cancellation_kills_and_reaps(backend: str) -> None:
     async def main() -> None:
         task = asyncio.create_task(isolation.run_async(["sh", "-c", TREE, marker], backend=backend))
         await asyncio.sleep(0)
-        assert await asyncio.to_thread(_wait_for, lambda: len(processes_with(marker)) >= 7)
+        assert await asyncio.to_thread(wait_until, lambda: len(processes_with(marker)) >= 7, 30)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -100,11 +91,12 @@ def test_sigkill_of_the_caller_leaves_no_sandboxed_process(backend: str) -> None
     caller = subprocess.Popen([sys.executable, "-c", CALLER, backend, TREE, marker], env=env)
     try:
         # Control: the tree is up while its caller lives.
-        assert _wait_for(lambda: len(processes_with(marker)) >= 8), "the sandboxed tree never started"  # + the caller
+        # + the caller
+        assert wait_until(lambda: len(processes_with(marker)) >= 8, bound=30), "the sandboxed tree never started"
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait()
-    assert _wait_for(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
+    assert wait_until(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
 
 
 CALLER_WITH_PIDS = """
@@ -127,11 +119,11 @@ def test_a_killed_callers_pids_cgroup_is_swept(backend: str) -> None:
     env = {**os.environ, "PYTHONPATH": REPO}
     caller = subprocess.Popen([sys.executable, "-c", CALLER_WITH_PIDS, backend, TREE, marker], env=env)
     try:
-        assert _wait_for(lambda: len(processes_with(marker)) >= 8), "the sandboxed tree never started"
+        assert wait_until(lambda: len(processes_with(marker)) >= 8, bound=30), "the sandboxed tree never started"
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait()
-    assert _wait_for(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
+    assert wait_until(lambda: processes_with(marker) == [], bound=10), processes_with(marker)
     stale = [d for d in os.listdir(parent) if d.startswith(f"{PIDS_PREFIX}{caller.pid}-")]
     assert len(stale) == 1  # control: the dead caller could not remove its own
     # Swept by a later run: the kernel may still be detaching the dead tasks (rmdir EBUSY)
@@ -292,7 +284,7 @@ def test_starting_sandboxes_does_not_cut_another_threads_write_short(backend: st
 
 
 def test_repeated_runs_follow_the_host(backend: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a run resolves before spawning is remembered per call (runner._recipe);
+    """What a run resolves before spawning is remembered per call (isolation.resolution);
     every run still sees the environment, the executable and the bind sources as they are now."""
     bindir = os.path.join(str(tmp_path), "bin")
     os.mkdir(bindir)
@@ -309,6 +301,13 @@ def test_repeated_runs_follow_the_host(backend: str, tmp_path: object, monkeypat
         isolation.run([tool], policy, backend=backend)
     os.chmod(tool, 0o755)
     assert isolation.run([tool], policy, backend=backend).returncode == 0
+    # A bind source replaced by another directory at the same path: the run binds the new one.
+    os.rename(bindir, bindir + ".old")
+    os.mkdir(bindir)
+    with open(tool, "w") as f:
+        f.write("#!/bin/sh\necho replaced\n")
+    os.chmod(tool, 0o755)
+    assert isolation.run([tool], policy, backend=backend).stdout == b"replaced\n"
     os.rename(bindir, bindir + ".gone")
     with pytest.raises(isolation.PolicyError, match=f"{bindir} does not exist"):
         isolation.run([tool], policy, backend=backend)
@@ -318,9 +317,7 @@ def test_communicate_after_another_path_saw_the_end(backend: str) -> None:
     """The end can be seen by another thread's poll() before communicate() starts: it
     must not then wait on the descriptor that poll() closed (it waited forever)."""
     with isolation.spawn(["sh", "-c", "echo out"], backend=backend, stdout=subprocess.PIPE) as sb:
-        deadline = time.monotonic() + 10
-        while sb._child.poll() is None and time.monotonic() < deadline:  # as another thread's poll would
-            time.sleep(0.01)
+        wait_until(lambda: sb._child.poll() is not None)  # as another thread's poll would
         out, _ = sb.communicate(timeout=10)
     assert out == b"out\n" and sb.returncode == 0
 

@@ -338,14 +338,7 @@ def test_prepared_sandboxes_wait_as_children_and_are_released() -> None:
 def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checks: list[bool] = []
-    real_fresh = WaitingInit.fresh
-
-    def fresh(self: WaitingInit) -> bool:
-        checks.append(real_fresh(self))
-        return checks[-1]
-
-    monkeypatch.setattr(WaitingInit, "fresh", fresh)
+    native.settle()
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("old")
@@ -353,21 +346,21 @@ def test_a_prepared_sandbox_whose_bind_source_was_replaced_is_not_used(
     probe = "print(open('/data/f').read())"
     assert py(probe, policy).stdout == b"old\n"
     wait_until(_prepared_pids, bound=5)
-    assert _prepared_pids()  # built for this policy, binding the directory as it was
+    built_for_old = _prepared_pids()
+    assert built_for_old  # built for this policy, binding the directory as it was
+    took = _take_spy(monkeypatch)
     data.rename(tmp_path / "gone")
     data.mkdir()
     (data / "f").write_text("new")
     assert py(probe, policy).stdout == b"new\n"
-    assert checks == [False]  # the prepared one was refused
-    # Control: an unchanged source lets the prepared sandbox be used, and it sees the live directory.
-    wait_until(_prepared_pids, bound=5)
-    before = _prepared_pids()
+    assert took == [False]  # the one prepared for the old directory was not used
+    assert set(built_for_old) <= set(_prepared_pids())  # it is still waiting, unused
+    # Control: a sandbox prepared for the new directory is used, and it sees the live directory.
+    wait_until(lambda: len(_prepared_pids()) > len(built_for_old), bound=5)
     (data / "f").write_text("newer")
     assert py(probe, policy).stdout == b"newer\n"
+    assert took == [False, True]
     native.settle()
-    assert before and before[0] not in child_pids()  # that one ran (and is gone)
-    assert checks == [False, True]
-    prepared.release()
 
 
 @pytest.mark.parametrize("mode", ["prepared-sandboxes", "on-demand"])

@@ -6,6 +6,7 @@ collection; a backend only turns a plan into a running, killable child.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 import attrs
@@ -98,4 +99,9 @@ class Backend(Protocol):
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
         """Start `plan`; raise IsolationError (never run unsandboxed) if it cannot be enforced."""
+        ...
+
+    def launcher(self, plan: SandboxPlan, enforcement: Enforcement) -> Callable[[Stdio], Launched]:
+        """`launch` for `plan`, with what does not depend on the run worked out once: the
+        runner keeps it with the call's resolution (isolation.resolution)."""
         ...

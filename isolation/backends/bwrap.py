@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -584,6 +584,10 @@ class BwrapBackend:
         if find_bwrap() is None:
             raise IsolationUnavailable(f"the bwrap backend needs bubblewrap: {INSTALL_HINT}")
         canary.require(self.name, functools.partial(self.launch, enforcement="strict"))
+
+    def launcher(self, plan: SandboxPlan, enforcement: Enforcement) -> Callable[[Stdio], Launched]:
+        """`launch` of `plan` (nothing of it is worked out ahead of a run here)."""
+        return functools.partial(self.launch, plan, enforcement=enforcement)
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
         bwrap = find_bwrap()

@@ -6,8 +6,10 @@ running untrusted code unconfined; `enforced` says only what it does.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
+from collections.abc import Callable
 
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.backends.children import PopenChild
@@ -23,6 +25,10 @@ class NoneBackend:
 
     def availability(self) -> Availability:
         return Availability(True, "runs on the host without isolation")
+
+    def launcher(self, plan: SandboxPlan, enforcement: Enforcement) -> Callable[[Stdio], Launched]:
+        """`launch` of `plan` (nothing of it is worked out ahead of a run here)."""
+        return functools.partial(self.launch, plan, enforcement=enforcement)
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
         env = plan.env_dict

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 from isolation._native import lib
@@ -88,7 +89,7 @@ class NativeBackend:
         """What a run of `plan` gets here, from the spec the run itself uses: the rung
         (``namespaces``, or ``host`` for best effort without user namespaces), what it
         enforces and lacks, its mounts and its Landlock rules. Raises the refusal a run would."""
-        spec = _spec(plan, enforcement)
+        spec = _make_spec(plan, enforcement)
         lay = spec.layout
         try:
             rs = lay.ruleset
@@ -105,19 +106,39 @@ class NativeBackend:
             lay.cleanup()  # a host layout's private directories are made per run
 
     def launch(self, plan: SandboxPlan, stdio: Stdio, *, enforcement: Enforcement = "strict") -> Launched:
+        return self.launcher(plan, enforcement)(stdio)
+
+    def launcher(self, plan: SandboxPlan, enforcement: Enforcement) -> Callable[[Stdio], Launched]:
+        """Start `plan` with a run's stdio. Its `Spec` (the C description) is made here, once,
+        and kept by the caller (the runner's resolution); a host layout's private
+        directories are per run, so its spec is made by each run. Raises the refusal a
+        run would, now."""
         if plan.policy.egress_allow:  # a plan of one run (its own proxy hand-over): nothing prepared ahead
-            return _launch_on_demand(plan, stdio, enforcement)
-        spec = _spec(plan, enforcement)
-        try:
-            return _start(spec, stdio)
-        except SandboxSetupError as exc:
+            return functools.partial(_launch_on_demand, plan, enforcement=enforcement)
+        spec = _make_spec(plan, enforcement)
+        if spec.layout.private_dir is not None:
             spec.layout.cleanup()
-            if exc.step != "execve":
-                _forget_host()
-            raise
-        except BaseException:
-            spec.layout.cleanup()
-            raise
+            return functools.partial(_launch_once, plan, enforcement)
+        return functools.partial(_launch, spec)
+
+
+def _launch(spec: Spec, stdio: Stdio) -> Launched:
+    try:
+        return _start(spec, stdio)
+    except SandboxSetupError as exc:
+        if exc.step != "execve":
+            _forget_host()
+        raise
+
+
+def _launch_once(plan: SandboxPlan, enforcement: Enforcement, stdio: Stdio) -> Launched:
+    """A run of a spec of its own (a host layout: private directories per run)."""
+    spec = _make_spec(plan, enforcement)
+    try:
+        return _launch(spec, stdio)
+    except BaseException:
+        spec.layout.cleanup()
+        raise
 
 
 def _start(spec: Spec, stdio: Stdio, *, on_demand_only: bool = False) -> Launched:
@@ -159,7 +180,7 @@ def _pids_cgroup(spec: Spec, flags: int) -> tuple[PidsCgroup, int]:
 def _launch_on_demand(plan: SandboxPlan, stdio: Stdio, enforcement: Enforcement = "strict") -> Launched:
     """A run built on demand, as `launch` builds one when no prepared sandbox is ready;
     without the pool, so checking the host (see canary) leaves nothing behind."""
-    spec = _spec(plan, enforcement)
+    spec = _make_spec(plan, enforcement)
     try:
         return _start(spec, stdio, on_demand_only=True)
     except BaseException:
@@ -176,32 +197,14 @@ def _forget_host() -> None:
 
 
 def _forget_choices() -> None:
-    from isolation import runner  # imported late: the runner imports the backends
+    from isolation import resolution  # imported late: it imports the backends
     from isolation.backends import canary
 
     canary.forget("native")
-    runner._recipes.clear()
-    _specs.clear()
+    resolution.forget()
 
 
 _host.on_change(_forget_choices)
-
-# Per (plan, enforcement, simulated host, caller's ids). A plan is immutable and the host's
-# features are probed once per process; a host layout (no user namespace) is per run.
-_specs: dict[tuple[object, ...], Spec] = {}
-_SPECS_MAX = 64
-
-
-def _spec(plan: SandboxPlan, enforcement: Enforcement) -> Spec:
-    key = (plan, enforcement, _host.simulated(), os.geteuid(), os.getegid())
-    spec = _specs.get(key)
-    if spec is None:
-        spec = _make_spec(plan, enforcement)
-        if spec.layout.private_dir is None:
-            if len(_specs) >= _SPECS_MAX:
-                _specs.clear()
-            _specs[key] = spec
-    return spec
 
 
 def _make_spec(plan: SandboxPlan, enforcement: Enforcement) -> Spec:

@@ -14,9 +14,11 @@ message).
 `try_start` is the whole interface the launcher uses: a started command, or
 None when nothing is ready (the launcher then builds on demand: the same
 isolation, only slower). Each prepared sandbox runs one command, or none:
-nothing is reused. Before use, the host paths bound into it are checked to be
-the same files as when it was built (a bind source replaced since means a
-build on demand). Its /tmp and /work are as fresh as any.
+nothing is reused. A shape includes what each bind source is (device and
+inode): a sandbox is built only while its sources are still those files, and
+a source replaced since (each run checks, see isolation.resolution) is a new
+shape, so a sandbox built for the old file is never used. Its /tmp and /work
+are as fresh as any.
 
 Prepared sandboxes are the caller's child processes (waiting in a pid
 namespace of their own, one process each) and die with the caller. At most
@@ -52,8 +54,15 @@ QUIET = 0.003  # after a run has started, how long the thread waits before it bu
 def _build(shape: Shape) -> WaitingInit | None:
     """A sandbox of `shape` kept for a later command (run by the pool's thread);
     None when it cannot be built (a run on demand will say why)."""
+    for path, dev, ino in shape.sources or ():  # checked first: the build opens them right after
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != (dev, ino):  # replaced since the shape was described
+            return None
     try:
-        return build(shape, record_sources=True)
+        return build(shape)
     except (OSError, SandboxSetupError):
         return None
 
@@ -66,9 +75,6 @@ def try_start(spec: Spec, cfg: Any) -> Started | None:
         return None
     waiting = POOL.take(spec.shape)
     if waiting is None:
-        return None
-    if not waiting.fresh():
-        waiting.discard()
         return None
     try:
         return waiting.start(spec, (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2]), int(cfg.cgroup_procs_fd))

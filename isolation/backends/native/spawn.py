@@ -45,18 +45,6 @@ class WaitingInit:
 
     pid: int
     control: socket.socket
-    sources: tuple[tuple[str, int, int], ...] = ()  # (host path, st_dev, st_ino) of every bind source
-
-    def fresh(self) -> bool:
-        """Whether every bind source is still the file it was when the sandbox was built."""
-        for path, dev, ino in self.sources:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return False
-            if (st.st_dev, st.st_ino) != (dev, ino):
-                return False
-        return True
 
     def start(self, spec: Spec, stdio: tuple[int, int, int], cgroup_fd: int) -> Started:
         """Send the command; once it was executed, the sandbox is the caller's to watch.
@@ -110,14 +98,8 @@ def spawn(cfg: Any) -> Started:
     return Started(int(out.pid), int(out.status_fd))
 
 
-def build(shape: Shape, *, record_sources: bool = False) -> WaitingInit:
-    """A sandbox of `shape` up to its isolation-init, which waits for a command.
-    `record_sources`: note what each bind source is now (for a sandbox kept for later)."""
-    sources = []
-    if record_sources:  # recorded first: a source replaced meanwhile fails the later check
-        for path in shape.bind_sources():
-            st = os.stat(path)
-            sources.append((path, st.st_dev, st.st_ino))
+def build(shape: Shape) -> WaitingInit:
+    """A sandbox of `shape` up to its isolation-init, which waits for a command."""
     cfg = ffi.new("struct iso_config *")
     shape.fill(cfg)
     cfg.flags = shape.flags | lib.ISO_F_PREPARED
@@ -134,7 +116,7 @@ def build(shape: Shape, *, record_sources: bool = False) -> WaitingInit:
     finally:
         theirs.close()
     os.close(started.status_fd)  # its status pipe comes with its command
-    return WaitingInit(started.pid, mine, tuple(sources))
+    return WaitingInit(started.pid, mine)
 
 
 def start(spec: Spec, cfg: Any) -> Started:

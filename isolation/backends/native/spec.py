@@ -24,7 +24,7 @@ from isolation.backends.base import Stdio
 from isolation.backends.native import message
 from isolation.backends.native.host import HostFeatures, cap_last_cap
 from isolation.backends.native.layout import Layout
-from isolation.plan import Mount, SandboxPlan
+from isolation.plan import Identities, Mount, SandboxPlan
 from isolation.rlimits import sandbox_limits
 from isolation.seccomp import compile_profile
 
@@ -66,6 +66,7 @@ class Shape:
     flags: int  # without ISO_F_SECCOMP: the filter comes with each command
     uid: int
     gid: int
+    sources: Identities | None  # what the bind sources were when the shape was described
     mounts: tuple[Mount, ...]
     ruleset: landlock.Ruleset | None
     buffers: _Buffers
@@ -78,9 +79,6 @@ class Shape:
         """Whether a sandbox of this shape can be built ahead of its command (an
         isolation-init of its own waits for it): pid and mount namespaces."""
         return bool(self.flags & lib.ISO_F_PIDNS and self.flags & lib.ISO_F_MOUNTNS)
-
-    def bind_sources(self) -> tuple[str, ...]:
-        return tuple(m.source for m in self.mounts if m.kind in ("ro-bind", "rw-bind") and m.source is not None)
 
     def fill(self, cfg: Any) -> None:
         """Write this shape into `cfg` (everything but the command and the descriptors)."""
@@ -114,9 +112,12 @@ def shape_of(
     ruleset: landlock.Ruleset | None,
     hostname: str,
     ids: tuple[int, int, int, int],
+    sources: Identities | None,
 ) -> Shape:
     """The one Shape for sandboxes that look alike. `ids`: inside and the caller's
-    (uid, gid, euid, egid); the caller's are part of the key only, as they are mapped."""
+    (uid, gid, euid, egid); the caller's are part of the key only, as they are mapped.
+    `sources`: a bind source replaced since is another shape (a sandbox prepared for
+    the old file is never used for the new one)."""
     buf = _Buffers()
     arr = ffi.new("struct iso_mount[]", max(len(mounts), 1))
     buf.kept.append(arr)
@@ -138,7 +139,7 @@ def shape_of(
         for i, r in enumerate(ruleset.rules):
             rules[i].path = buf.text(r.path)
             rules[i].access = r.access
-    return Shape(flags, ids[0], ids[1], mounts, ruleset, buf, buf.text(hostname), arr, rules)
+    return Shape(flags, ids[0], ids[1], sources, mounts, ruleset, buf, buf.text(hostname), arr, rules)
 
 
 @attrs.frozen(eq=False)
@@ -166,7 +167,7 @@ class Spec:
 def spec_of(plan: SandboxPlan, host: HostFeatures, layout: Layout, missing: tuple[str, ...]) -> Spec:
     buf = _Buffers()
     ids = (plan.uid, plan.gid, os.geteuid(), os.getegid())
-    shape = shape_of(layout.flags, layout.mounts, layout.ruleset, plan.hostname, ids)
+    shape = shape_of(layout.flags, layout.mounts, layout.ruleset, plan.hostname, ids, plan.source_identities())
     cfg = ffi.new("struct iso_config *")
     shape.fill(cfg)
     flags = shape.flags
