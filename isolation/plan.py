@@ -261,21 +261,22 @@ def owner_warnings(plan: SandboxPlan, writer: int) -> list[str]:
     return out
 
 
-def with_parts(mounts: Sequence[Mount]) -> list[tuple[Mount, tuple[Mount, ...]]]:
+@functools.lru_cache(maxsize=64)  # rendered on every bwrap run; a plan's mounts are immutable
+def with_parts(mounts: tuple[Mount, ...]) -> tuple[tuple[Mount, tuple[Mount, ...]], ...]:
     """Each mount of `mounts` but the parts, with the parts that follow it (see `Mount`):
     what a backend builds in one go. A part anywhere else is refused (AssertionError)."""
-    out: list[tuple[Mount, tuple[Mount, ...]]] = []
+    out: list[tuple[Mount, list[Mount]]] = []
     for m in mounts:
-        if m.kind not in PART_OF:
-            out.append((m, ()))
-        elif out and PART_OF[m.kind] == out[-1][0].kind and all(p.kind == m.kind for p in out[-1][1]):
-            parent, parts = out[-1]
-            if os.path.dirname(m.target) != parent.target:
-                raise AssertionError(f"{m.kind} {m.target} is not an entry of {parent.kind} {parent.target}")
-            out[-1] = (parent, (*parts, m))
+        parent = PART_OF.get(m.kind)
+        if parent is None:
+            out.append((m, []))
+        elif not out or out[-1][0].kind != parent or any(p.kind != m.kind for p in out[-1][1]):
+            raise AssertionError(f"{m.kind} {m.target} does not follow a {parent}")
+        elif os.path.dirname(m.target) != out[-1][0].target:
+            raise AssertionError(f"{m.kind} {m.target} is not an entry of {parent} {out[-1][0].target}")
         else:
-            raise AssertionError(f"{m.kind} {m.target} does not follow a {PART_OF[m.kind]}")
-    return out
+            out[-1][1].append(m)
+    return tuple((m, tuple(parts)) for m, parts in out)
 
 
 def tmpfs_bound(mounts: Sequence[Mount]) -> int | None:
