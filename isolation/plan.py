@@ -23,12 +23,15 @@ from isolation.paths import is_executable_file, is_within, normalize_path
 from isolation.policy import Bind, IsolationPolicy, python_paths
 from isolation.seccomp import SeccompFilter, compile_filter
 
-MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "dev", "symlink", "file", "mask"]
+MountKind = Literal["ro-bind", "rw-bind", "tmpfs", "proc", "proc-ro", "dev", "device", "symlink", "file", "mask"]
+
+# The kinds that are parts of the fresh file system just before them, built into it.
+PART_OF: Mapping[str, str] = {"proc-ro": "proc", "device": "dev"}
 
 Identities = tuple[tuple[str, int, int], ...]
 
 # The kinds that bind a host path (`source`) into the sandbox.
-BIND_KINDS = frozenset({"ro-bind", "rw-bind"})
+BIND_KINDS = frozenset({"ro-bind", "rw-bind", "device"})
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -53,6 +56,12 @@ class Mount:
     `target` does not exist inside (used for host-wide /proc entries, see
     `sysview.proc_masks`).
 
+    Parts, which directly follow the `proc` or `dev` they belong to (`PART_OF`)
+    and are built into it: `proc-ro`: the entry `target` of that fresh /proc made
+    read-only, skipped when the kernel has none (`sysview.PROC_READ_ONLY`);
+    `device`: the host's device node `source` bound at `target` in that /dev,
+    read-only and usable (`sysview.DEV_NODES`), before the /dev is made read-only.
+
     `size`: the byte bound of a `tmpfs` (of a `dev`'s /dev/shm): tmpfs pages
     count against no rlimit, so each writable tmpfs is bounded (`Limits.tmpfs_bytes`).
     `ptys`: how many ptys a `dev`'s own devpts instance may hold (0: no devpts).
@@ -68,7 +77,7 @@ class Mount:
 
     @property
     def writable(self) -> bool:
-        return self.kind in ("rw-bind", "tmpfs", "proc", "dev")  # "mask": read-only
+        return self.kind in ("rw-bind", "tmpfs", "proc", "dev")  # "mask", "proc-ro", "device": read-only
 
 
 @attrs.frozen(cache_hash=True)
@@ -252,6 +261,24 @@ def owner_warnings(plan: SandboxPlan, writer: int) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=64)  # rendered on every bwrap run; a plan's mounts are immutable
+def with_parts(mounts: tuple[Mount, ...]) -> tuple[tuple[Mount, tuple[Mount, ...]], ...]:
+    """Each mount of `mounts` but the parts, with the parts that follow it (see `Mount`):
+    what a backend builds in one go. A part anywhere else is refused (AssertionError)."""
+    out: list[tuple[Mount, list[Mount]]] = []
+    for m in mounts:
+        parent = PART_OF.get(m.kind)
+        if parent is None:
+            out.append((m, []))
+        elif not out or out[-1][0].kind != parent or any(p.kind != m.kind for p in out[-1][1]):
+            raise AssertionError(f"{m.kind} {m.target} does not follow a {parent}")
+        elif os.path.dirname(m.target) != out[-1][0].target:
+            raise AssertionError(f"{m.kind} {m.target} is not an entry of {parent} {out[-1][0].target}")
+        else:
+            out[-1][1].append(m)
+    return tuple((m, tuple(parts)) for m, parts in out)
+
+
 def tmpfs_bound(mounts: Sequence[Mount]) -> int | None:
     """The byte bound every writable tmpfs of `mounts` carries (/tmp, a tmpfs /work,
     a `dev`'s /dev/shm); None when there is none, or not one shared bound."""
@@ -383,11 +410,11 @@ def policy_mounts(policy: IsolationPolicy) -> tuple[Mount, ...]:
     size, ptys = policy.limits.tmpfs_bytes(), policy.limits.max_ptys
     mounts = _system_mounts(policy.network)
     mounts.append(Mount("proc", "/proc", origin="sandbox"))
+    mounts += [Mount("proc-ro", f"/proc/{name}", origin="sandbox") for name in sysview.PROC_READ_ONLY]
     mounts += [Mount("mask", path, origin="sandbox") for path in sysview.proc_masks(policy.network)]
-    mounts += [
-        Mount("dev", "/dev", origin="sandbox", size=size, ptys=ptys),
-        Mount("tmpfs", "/tmp", origin="sandbox", size=size),
-    ]
+    mounts.append(Mount("dev", "/dev", origin="sandbox", size=size, ptys=ptys))
+    mounts += [Mount("device", f"/dev/{n}", source=f"/dev/{n}", origin="sandbox") for n in sysview.DEV_NODES]
+    mounts.append(Mount("tmpfs", "/tmp", origin="sandbox", size=size))
     if policy.work_host is None:
         mounts.append(Mount("tmpfs", WORK_DIR, origin="work", size=size))
     else:

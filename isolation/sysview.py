@@ -76,6 +76,30 @@ def system_view(network: bool) -> tuple[SystemEntry, ...]:
     return _entries(SYSTEM_ROOTS + SYSTEM_ETC + TRUST_STORE + (NETWORK_ETC if network else ()))
 
 
+# Host-wide kernel knobs of the sandbox's own /proc, made read-only in every sandbox
+# (plan `proc-ro`): a root caller's sandbox user is host uid 0, which owns them, and
+# no capability is needed to write what one owns. Each names a directory or file
+# directly under /proc; one the kernel lacks (no CONFIG_MAGIC_SYSRQ, no PCI) is skipped.
+PROC_READ_ONLY: tuple[str, ...] = (
+    "sys",  # the sysctls: kernel.core_pattern runs any program as host root on a crash
+    "sysrq-trigger",  # one byte reboots, crashes or freezes the host
+    "irq",  # interrupt affinity of the host's devices
+    "bus",  # PCI configuration space and the like of the host's devices
+    "fs",  # file-system-wide knobs (nfsd, ...) of the host
+)
+
+# The host's character devices bound into every sandbox's /dev (plan `device`),
+# read-only (their mode and times are the host's) and still usable: what programs
+# expect to find there, each harmless. Nothing else of the host's /dev is visible.
+DEV_NODES: tuple[str, ...] = (
+    "null",  # the sink and the empty source every shell redirects to
+    "zero",  # a source of zeros (and anonymous memory for old mmap users)
+    "full",  # a sink that is always full (ENOSPC), for programs that test their errors
+    "random",  # the kernel's random numbers ...
+    "urandom",  # ... as most programs read them
+    "tty",  # the controlling terminal: none in the sandbox's new session (ENXIO), but opened by tools
+)
+
 # Host-wide /proc entries masked in every sandbox: they list the keys (and key
 # quotas) of the sandbox's uid, which outside is the caller's.
 PROC_MASKED_ALWAYS: tuple[str, ...] = ("/proc/keys", "/proc/key-users")

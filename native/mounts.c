@@ -351,25 +351,32 @@ static void mount_in_dev(int dev, const char *name, const char *fstype, unsigned
     close(fd);
 }
 
-static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+/* The name of `target` in the directory `dir` when it is an entry directly
+ * there (a part's target in its parent's), else NULL. */
+static const char *entry_in(const char *dir, const char *target)
+{
+    size_t n = strlen(dir);
+    if (strncmp(target, dir, n) != 0 || target[n] != '/' || target[n + 1] == '\0' || strchr(target + n + 1, '/'))
+        return NULL;
+    return target + n + 1;
+}
 
-/* A minimal /dev: the harmless character devices bound from the host, a
- * private devpts instance holding at most m->max_ptys ptys (none at all, and
- * no /dev/ptmx, for 0: the host's pty table is shared), a /dev/shm of at most
- * m->size bytes; the rest read-only. */
-static void make_dev(int rootfd, const struct iso_mount *m)
+/* A minimal /dev: the host's device nodes of the `n` ISO_MOUNT_DEVICE parts
+ * that follow `m`, a private devpts instance holding at most m->max_ptys ptys
+ * (none at all, and no /dev/ptmx, for 0: the host's pty table is shared), a
+ * /dev/shm of at most m->size bytes; the rest read-only. */
+static void make_dev(int rootfd, const struct iso_mount *m, const struct iso_mount *nodes, int n)
 {
     const char *target = m->target;
-    char host[64], opts[96];
+    char opts[96];
     mount_fresh(rootfd, target, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
     /* Everything below is created relative to the fresh tmpfs itself. */
     int dev = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
     CHECK(dev, "open", target);
-    for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
-        const char *name = dev_nodes[i];
-        size_t n = strlen(name);
-        memcpy(host, "/dev/", 5);
-        memcpy(host + 5, name, n + 1);
+    for (int i = 0; i < n; i++) {
+        const char *host = nodes[i].source, *name = entry_in(target, nodes[i].target);
+        if (name == NULL || host == NULL)
+            iso_die("mount order", nodes[i].target, EINVAL);
         /* Cloned by its host path (resolved like open(2) did before). */
         int tree = (int)syscall(SYS_open_tree, AT_FDCWD, host, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC);
         CHECK(tree, "open_tree", host);
@@ -437,29 +444,23 @@ static void make_mask(int rootfd, int stagefd, int *first, const char *target)
         close(tree);
 }
 
-static const char *const proc_covered[] = {"sys", "sysrq-trigger", "irq", "bus", "fs"};
-
-/* A fresh /proc for the new pid namespace, with the host-wide knobs in it
- * made read-only (as root-mapped sandboxes would otherwise own them).  Each
- * knob is bound onto itself: cloned by name from the fresh proc's root and
- * moved back onto the same name, so neither needs a path lookup from the
- * new root nor a mount point made.  The names are fixed procfs entries, none
- * of them a symlink (AT_SYMLINK_NOFOLLOW, and move_mount never follows a
- * final symlink without MOVE_MOUNT_T_SYMLINKS). */
-static void make_proc(int rootfd, const char *target)
+/* A fresh /proc for the new pid namespace, with the entries of the `n`
+ * ISO_MOUNT_PROC_RO parts that follow `m` (host-wide knobs, which
+ * root-mapped sandboxes would otherwise own) made read-only.  Each is bound
+ * onto itself: cloned by name from the fresh proc's root and moved back onto
+ * the same name, so neither needs a path lookup from the new root nor a
+ * mount point made.  A name the kernel lacks is skipped; one that is a
+ * symlink is not followed (AT_SYMLINK_NOFOLLOW, and move_mount never follows
+ * a final symlink without MOVE_MOUNT_T_SYMLINKS). */
+static void make_proc(int rootfd, const struct iso_mount *m, const struct iso_mount *covers, int n)
 {
-    char path[4096];
-    size_t tlen = strlen(target);
-    if (tlen + 32 >= sizeof path)
-        iso_die("proc", target, ENAMETOOLONG);
-    mount_fresh(rootfd, target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    int proc = openat2_in_root(rootfd, target, O_PATH | O_DIRECTORY);
-    CHECK(proc, "open", target);
-    memcpy(path, target, tlen);
-    path[tlen] = '/';
-    for (size_t i = 0; i < sizeof proc_covered / sizeof proc_covered[0]; i++) {
-        const char *name = proc_covered[i];
-        memcpy(path + tlen + 1, name, strlen(name) + 1);
+    mount_fresh(rootfd, m->target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    int proc = openat2_in_root(rootfd, m->target, O_PATH | O_DIRECTORY);
+    CHECK(proc, "open", m->target);
+    for (int i = 0; i < n; i++) {
+        const char *path = covers[i].target, *name = entry_in(m->target, path);
+        if (name == NULL)
+            iso_die("mount order", path, EINVAL);
         int tree = (int)syscall(SYS_open_tree, proc, name, ISO_OPEN_TREE_CLONE | ISO_OPEN_TREE_CLOEXEC |
                                                                AT_RECURSIVE | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT);
         if (tree < 0 && errno == ENOENT)
@@ -475,6 +476,15 @@ static void make_proc(int rootfd, const char *target)
     close(proc);
 }
 
+/* How many entries of `kind` directly follow entry i: its parts. */
+static int parts_after(const struct iso_config *cfg, int i, int kind)
+{
+    int n = 0;
+    while (i + 1 + n < cfg->n_mounts && cfg->mounts[i + 1 + n].kind == kind)
+        n++;
+    return n;
+}
+
 /* ---- the mount tree and pivot_root ----------------------------------------------- */
 
 void iso_setup_mounts(const struct iso_config *cfg)
@@ -484,10 +494,10 @@ void iso_setup_mounts(const struct iso_config *cfg)
      * mountinfo, would come before the new root's.) */
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct iso_mount *m = &cfg->mounts[i];
-        cfg->scratch[i] = -1;
+        cfg->source_fds[i] = -1;
         if (m->kind == ISO_MOUNT_RO_BIND || m->kind == ISO_MOUNT_RW_BIND) {
-            cfg->scratch[i] = open(m->source, O_PATH | O_CLOEXEC);
-            CHECK(cfg->scratch[i], "open bind source", m->source);
+            cfg->source_fds[i] = open(m->source, O_PATH | O_CLOEXEC);
+            CHECK(cfg->source_fds[i], "open bind source", m->source);
         }
     }
     CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "make mounts private", "/");
@@ -506,22 +516,30 @@ void iso_setup_mounts(const struct iso_config *cfg)
 
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct iso_mount *m = &cfg->mounts[i];
+        int parts;
         switch (m->kind) {
         case ISO_MOUNT_RO_BIND:
         case ISO_MOUNT_RW_BIND:
-            bind_tree(rootfd, cfg->scratch[i], m->target, m->kind == ISO_MOUNT_RO_BIND);
+            bind_tree(rootfd, cfg->source_fds[i], m->target, m->kind == ISO_MOUNT_RO_BIND);
             break;
         case ISO_MOUNT_TMPFS:
             mount_fresh(rootfd, m->target, "tmpfs", MS_NOSUID | MS_NODEV,
                         tmpfs_options(opts, strcmp(m->target, "/tmp") == 0 ? "mode=1777" : "mode=0755", m->size,
                                       m->target));
             break;
-        case ISO_MOUNT_PROC:
-            make_proc(rootfd, m->target);
+        case ISO_MOUNT_PROC: /* with its parts, which are skipped here */
+            parts = parts_after(cfg, i, ISO_MOUNT_PROC_RO);
+            make_proc(rootfd, m, m + 1, parts);
+            i += parts;
             break;
         case ISO_MOUNT_DEV:
-            make_dev(rootfd, m);
+            parts = parts_after(cfg, i, ISO_MOUNT_DEVICE);
+            make_dev(rootfd, m, m + 1, parts);
+            i += parts;
             break;
+        case ISO_MOUNT_PROC_RO: /* a part not right after its parent */
+        case ISO_MOUNT_DEVICE:
+            iso_die("mount order", m->target, EINVAL);
         case ISO_MOUNT_SYMLINK:
             make_symlink(rootfd, m->source, m->target);
             break;
@@ -534,9 +552,9 @@ void iso_setup_mounts(const struct iso_config *cfg)
         default:
             iso_die("unknown mount kind", m->target, EINVAL);
         }
-        if (cfg->scratch[i] >= 0) {
-            close(cfg->scratch[i]);
-            cfg->scratch[i] = -1;
+        if (cfg->source_fds[i] >= 0) {
+            close(cfg->source_fds[i]);
+            cfg->source_fds[i] = -1;
         }
     }
     close(stagefd);

@@ -16,6 +16,10 @@
 #define ISO_MOUNT_SYMLINK 6
 #define ISO_MOUNT_FILE 7
 #define ISO_MOUNT_MASK 8   /* an empty mode-0000 file, read-only, over an existing target (skipped if none) */
+/* Parts, right after the ISO_MOUNT_PROC or ISO_MOUNT_DEV they are built into;
+ * each target is an entry directly in that parent's target: */
+#define ISO_MOUNT_PROC_RO 9  /* that /proc's entry made read-only (skipped if the kernel has none) */
+#define ISO_MOUNT_DEVICE 10  /* the host's device node `source` bound there, read-only */
 
 /* iso_config.flags */
 #define ISO_F_USERNS 1     /* new user namespace with the maps below */
@@ -36,7 +40,7 @@
 
 struct iso_mount {
     int kind;
-    const char *source;   /* host path (binds) or link text (symlink) */
+    const char *source;   /* host path (binds, device) or link text (symlink) */
     const char *target;   /* absolute path inside the sandbox */
     const char *data;     /* file content (ISO_MOUNT_FILE) */
     size_t data_len;
@@ -69,7 +73,7 @@ struct iso_config {
     unsigned int gid_outside;
     const struct iso_mount *mounts;
     int n_mounts;
-    int *scratch;             /* n_mounts ints the child uses for source fds */
+    int *source_fds;          /* n_mounts ints: the bind sources opened by the child (O_PATH) */
     int landlock_attr_size;   /* 8, 16 or 24: which ruleset fields the ABI knows */
     uint64_t landlock_fs;     /* handled_access_fs */
     uint64_t landlock_file_rights; /* the rights a rule may grant on a non-directory (isolation/landlock.py) */

@@ -29,7 +29,7 @@ from isolation.backends.children import BwrapChild, poll_fd
 from isolation.cgroups import PidsCgroup
 from isolation.errors import BwrapFromPathWarning, IsolationUnavailable, SandboxSetupError
 from isolation.paths import is_executable_file
-from isolation.plan import Mount, SandboxPlan, build_plan, tmpfs_bound
+from isolation.plan import Mount, SandboxPlan, build_plan, tmpfs_bound, with_parts
 from isolation.policy import IsolationPolicy
 from isolation.rlimits import RlimitSetting, sandbox_enforced_limits, sandbox_limits
 from isolation.userns import userns_status
@@ -39,12 +39,14 @@ from isolation.userns import userns_status
 TRUSTED_BWRAP_PATHS: tuple[str, ...] = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 SECCOMP_FD_PLACEHOLDER = "<seccomp-fd>"
 DEV_COPIES_PLACEHOLDER = "<private-dev-nodes>"
-# The host device nodes bubblewrap's --dev binds into the sandbox. For a root
-# caller the sandbox user is host uid 0 and owns them: it could chmod or touch
-# the host's own /dev/null. bubblewrap cannot bind a node read-only and still
-# usable (its read-only binds add nodev), so a root caller's sandbox gets
-# private copies (mknod, per run) bound over them instead.
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# The host device nodes bubblewrap's --dev itself binds into its /dev (bubblewrap's
+# own choice, not the plan's): a plan's `device` among them needs no argument, any
+# other is bound in, and one of them the plan lacks is covered (see `_devices`).
+# For a root caller the sandbox user is host uid 0 and owns the host's nodes: it
+# could chmod or touch the host's own /dev/null. bubblewrap cannot bind a node
+# read-only and still usable (its read-only binds add nodev), so a root caller's
+# sandbox gets private copies (mknod, per run) of the plan's nodes bound over them.
+BWRAP_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 
 
@@ -76,8 +78,9 @@ def _sweep_dev_copies(base: str) -> None:
     _sweep_dead_owners(base, "dev")
 
 
-def make_dev_copies() -> str:
-    """A fresh directory holding private copies of DEV_NODES (root only)."""
+def make_dev_copies(devices: Sequence[Mount]) -> str:
+    """A fresh directory holding private copies of the plan's `device` nodes (root only),
+    each named as its target."""
     for base in _DEV_COPY_DIRS:
         try:
             if os.statvfs(base).f_flag & os.ST_NODEV:
@@ -87,10 +90,11 @@ def make_dev_copies() -> str:
         _sweep_dev_copies(base)
         d = tempfile.mkdtemp(prefix=f"isolation-dev-{os.getpid()}-", dir=base)
         try:
-            for name in DEV_NODES:
-                st = os.stat(f"/dev/{name}")
-                os.mknod(os.path.join(d, name), 0o666 | (st.st_mode & 0o170000), st.st_rdev)
-                os.chmod(os.path.join(d, name), 0o666)
+            for m in devices:
+                st = os.stat(str(m.source))
+                copy = os.path.join(d, os.path.basename(m.target))
+                os.mknod(copy, 0o666 | (st.st_mode & 0o170000), st.st_rdev)
+                os.chmod(copy, 0o666)
         except OSError as exc:
             shutil.rmtree(d, ignore_errors=True)
             raise SandboxSetupError(
@@ -103,12 +107,6 @@ def make_dev_copies() -> str:
         "a root caller's bwrap sandbox needs one for private /dev nodes, or use the native backend",
         step="mknod",
     )
-# Host-wide kernel knobs under /proc, bound read-only over the sandbox's fresh /proc.
-# bubblewrap covers some of them itself, but only those it finds writable at setup,
-# judged by the directory's own mode: /proc/sys (r-x) is skipped while the files in
-# it stay writable by host uid 0, which is who 65534 inside is for a root caller;
-# kernel.core_pattern there runs any program as host root.
-PROC_READ_ONLY: tuple[str, ...] = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 
 _path_warned = False
@@ -253,7 +251,7 @@ def plan_to_bwrap_args(
     args += ["--hostname", plan.hostname, "--cap-drop", "ALL", "--clearenv"]
     for k, v in plan.env:
         args += ["--setenv", k, v]
-    for m in plan.mounts:
+    for m, parts in with_parts(plan.mounts):
         if m.kind == "ro-bind":
             args += ["--ro-bind", str(m.source), m.target]
         elif m.kind == "rw-bind":
@@ -264,14 +262,17 @@ def plan_to_bwrap_args(
             args += [*_size(m), "--tmpfs", m.target]
         elif m.kind == "proc":
             args += ["--proc", m.target]
-            for sub in PROC_READ_ONLY:
-                if os.path.exists(f"/proc/{sub}"):
-                    args += ["--ro-bind", f"/proc/{sub}", f"{m.target}/{sub}"]
+            # Its `proc-ro` parts: bubblewrap covers some knobs itself, but only those it finds
+            # writable at setup, judged by the directory's own mode: /proc/sys (r-x) is skipped
+            # while the files in it stay writable by host uid 0, which is who 65534 inside is for
+            # a root caller. bubblewrap binds from the host's tree: the host's /proc entry of that
+            # name, the same host-wide knob (one the host lacks is skipped, as native skips it).
+            for p in parts:
+                host = f"/proc/{os.path.basename(p.target)}"
+                if os.path.exists(host):
+                    args += ["--ro-bind", host, p.target]
         elif m.kind == "dev":
-            args += ["--dev", m.target]
-            if dev_copies is not None:
-                for name in DEV_NODES:
-                    args += ["--dev-bind", f"{dev_copies}/{name}", f"{m.target}/{name}"]
+            args += ["--dev", m.target, *_devices(m, parts, dev_copies)]
             # bubblewrap's --dev leaves /dev/shm a directory of its /dev tmpfs: a bounded one of its own.
             args += [*_size(m), "--perms", "1777", "--tmpfs", f"{m.target}/shm"]
             # Its devpts instance (from --dev) is unbounded, and its argv cannot set max=: hidden under
@@ -301,6 +302,24 @@ def plan_to_bwrap_args(
         r = exec_report
         fds = (str(r.report_fd), str(r.stderr_fd), str(r.self_fd))
         args += ["--", f"/proc/self/fd/{r.self_fd}", *fds, r.path, *plan.argv]
+    return args
+
+
+def _devices(dev: Mount, devices: Sequence[Mount], copies: str | None) -> list[str]:
+    """The arguments that leave exactly the plan's `devices` in bubblewrap's /dev `dev`:
+    a root caller's private copies (`copies`) bound over them, a node the plan adds bound
+    in, and one of bubblewrap's own the plan lacks covered by the unopenable mask file."""
+    args: list[str] = []
+    own = {f"{dev.target}/{name}": f"/dev/{name}" for name in BWRAP_DEV_NODES}  # target: host node
+    for m in devices:
+        if copies is not None:
+            args += ["--dev-bind", f"{copies}/{os.path.basename(m.target)}", m.target]
+        elif own.get(m.target) != m.source:
+            args += ["--dev-bind", str(m.source), m.target]
+    listed = {m.target for m in devices}
+    for target in own:
+        if target not in listed:
+            args += [_mask_bind(), _mask_file(), target]
     return args
 
 
@@ -613,7 +632,7 @@ class BwrapBackend:
             found = plan.executable or plan.find_executable(plan.argv[0])
             report = ExecReport(report_w, child_ends[-2], child_ends[-1], found[0] if found else plan.argv[0])
             if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
-                dev_copies = make_dev_copies()
+                dev_copies = make_dev_copies([m for m in plan.mounts if m.kind == "device"])
             args = plan_to_bwrap_args(
                 plan,
                 bwrap,

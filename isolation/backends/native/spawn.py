@@ -83,7 +83,7 @@ def spawn(cfg: Any) -> Started:
     out = ffi.new("struct iso_started *")
     # Where C keeps the bind sources' descriptors while it builds: one per mount.
     source_fds = ffi.new("int[]", max(int(cfg.n_mounts), 1))
-    cfg.scratch = source_fds
+    cfg.source_fds = source_fds
     init_fd = -1
     try:
         if cfg.flags & lib.ISO_F_PIDNS:
