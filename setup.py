@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
+import tempfile
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -33,6 +36,30 @@ EXEC_SOURCES = [os.path.join("native", "bwrap_exec.c")]
 EXEC_NAME = "_isolation_exec"
 
 
+def _build_init_with_musl(target: str) -> bool:
+    """Link isolation-init statically against musl when musl-gcc is installed (Debian:
+    musl-tools); False (build it with glibc instead) when it is not, or fails.
+
+    isolation-init is executed once per native sandbox, on the run's path. A static
+    glibc's start-up probes the CPU (init_cpu_features, the cache sizes: dozens of
+    CPUID instructions), and in a virtual machine every CPUID traps to the
+    hypervisor: about 0.3 ms of CPU per exec on the 2-core test VM (perf), against
+    none for musl's start-up. Same source, same steps; only the libc differs.
+    """
+    musl = shutil.which("musl-gcc")
+    if musl is None or platform.machine() != "x86_64":
+        return False
+    with tempfile.TemporaryDirectory() as inc:
+        # musl's include path has no kernel headers: the system's, looked up last.
+        for name, src in (("linux", "/usr/include/linux"), ("asm-generic", "/usr/include/asm-generic"),
+                          ("asm", "/usr/include/x86_64-linux-gnu/asm")):
+            if not os.path.isdir(src):
+                return False
+            os.symlink(src, os.path.join(inc, name))
+        cmd = [musl, "-O2", "-Wall", "-static", "-Inative", "-idirafter", inc, "-o", target, *INIT_SOURCES]
+        return subprocess.run(cmd, check=False).returncode == 0
+
+
 class BuildExtWithInit(build_ext):
     def run(self) -> None:
         super().run()
@@ -40,7 +67,8 @@ class BuildExtWithInit(build_ext):
         objects = self.compiler.compile(
             INIT_SOURCES, output_dir=self.build_temp, include_dirs=["native"], extra_postargs=["-O2", "-Wall"]
         )
-        self.compiler.link_executable(objects, INIT_NAME, output_dir=out_dir, extra_postargs=["-static"])
+        if not _build_init_with_musl(os.path.join(out_dir, INIT_NAME)):
+            self.compiler.link_executable(objects, INIT_NAME, output_dir=out_dir, extra_postargs=["-static"])
         # Without libc where the program has its system-call stub: it runs before every
         # bwrap command, and a static glibc's start-up costs more than the rest of it.
         nolibc = platform.machine() in ("x86_64", "aarch64")
