@@ -146,12 +146,14 @@ def _start(spec: Spec, stdio: Stdio, *, on_demand_only: bool = False) -> Launche
     cfg = spec.config_for(stdio)
     enforced = spec.enforced
     cgroup: PidsCgroup | None = None
+    ended = prepared.POOL.run_started()  # the pool builds nothing while this run starts and runs
     try:
         if spec.pids_parent is not None and spec.max_pids is not None:
             cgroup, cfg.cgroup_procs_fd = _pids_cgroup(spec, int(cfg.flags))
             enforced = (*enforced, f"limit:max_pids={spec.max_pids}:cgroup-v1")
         started = (not on_demand_only and prepared.try_start(spec, cfg)) or spawn.start(spec, cfg)
     except BaseException:
+        ended()
         if cgroup is not None:
             cgroup.remove()
         raise
@@ -159,7 +161,9 @@ def _start(spec: Spec, stdio: Stdio, *, on_demand_only: bool = False) -> Launche
         if cfg.cgroup_procs_fd >= 0:
             os.close(cfg.cgroup_procs_fd)
     group = not (cfg.flags & lib.ISO_F_PIDNS)  # no pid namespace: the command leads its own process group
-    child = NativeChild(started.pid, started.status_fd, group=group, cleanup=spec.layout, cgroup=cgroup)
+    child = NativeChild(
+        started.pid, started.status_fd, group=group, cleanup=spec.layout, cgroup=cgroup, on_end=ended
+    )
     return Launched(child, enforced, spec.missing)
 
 

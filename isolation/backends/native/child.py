@@ -17,6 +17,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from isolation.cgroups import PidsCgroup
@@ -116,8 +117,10 @@ class NativeChild:
         group: bool = False,
         cleanup: Cleanup | None = None,
         cgroup: PidsCgroup | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._pid = pid
+        self._on_end = on_end  # told once the end is known (before what follows it)
         self._to_reap = -1  # init, once it has reported: the reaper's, at release()
         self._release_lock = threading.Lock()
         self._cgroup = cgroup
@@ -171,6 +174,8 @@ class NativeChild:
             mine, self._unsettled = self._unsettled, False
         if not mine:
             return
+        if self._on_end is not None:
+            self._on_end()
         try:
             if self._group:  # what the command left in its process group goes with it
                 with contextlib.suppress(ProcessLookupError, PermissionError):

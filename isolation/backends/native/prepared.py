@@ -23,11 +23,12 @@ are as fresh as any.
 Prepared sandboxes are the caller's child processes (waiting in a pid
 namespace of their own, one process each) and die with the caller. At most
 `SHAPES` shapes are kept prepared, the least recently used is let go, and a
-shape unused for `IDLE_SECONDS` is let go too. The thread builds the next
-sandbox as soon as one is taken: back to back, the next run's sandbox is
-built on the other CPU while this run's command runs (the same work, off the
-run's path: 81-87 % of back-to-back runs found one ready, against 34-36 %
-when the thread waited for 3 ms without a start; benchmarks/RESULTS.md). In a child
+shape unused for `IDLE_SECONDS` is let go too. The thread builds while no
+native run is starting or running (`run_started`; a run older than `STARTUP`
+does not hold it back), starting the moment the last one's end is known: a
+build alongside a run slowed that run by about 2 ms here (two CPUs, and the
+kernel's namespace locks), so a run with idle time before it finds its
+sandbox ready, and back to back about half of the runs do. In a child
 after `fork()` the pool starts empty. `ISOLATION_PREPARED_SANDBOXES=0`, read
 at import, or `configure(0)` turns this off; `release()` lets every prepared
 sandbox go (for callers that account for their child processes and
@@ -41,6 +42,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from isolation.backends.native.spawn import Started, WaitingInit, build
@@ -50,6 +52,7 @@ from isolation.errors import SandboxSetupError
 ENV = "ISOLATION_PREPARED_SANDBOXES"
 SHAPES = 4
 IDLE_SECONDS = 60.0
+STARTUP = 0.05  # a run this old is a long one: the thread builds alongside it
 
 
 def _build(shape: Shape) -> WaitingInit | None:
@@ -85,6 +88,10 @@ def try_start(spec: Spec, cfg: Any) -> Started | None:
         raise
 
 
+def _nothing() -> None:
+    pass
+
+
 def _size_from_env() -> int:
     try:
         return max(0, int(os.environ.get(ENV, "1")))
@@ -102,6 +109,7 @@ class PreparedPool:
         self._wanted: dict[Shape, float] = {}  # shape -> when it was last asked for
         self._thread: threading.Thread | None = None
         self._generation = 0  # a thread runs while its generation is current
+        self._running: dict[object, float] = {}  # runs started and not ended: token -> start
         # Held while a sandbox is built and recorded: fork() waits for it, so a child
         # never inherits descriptors of a sandbox the pool has not recorded yet.
         self._building = threading.Lock()
@@ -133,6 +141,23 @@ class PreparedPool:
         for sandbox in evicted:
             sandbox.discard()
         return found
+
+    def run_started(self) -> Callable[[], None]:
+        """Note a native run starting; call what this returns once its end is known.
+        The thread builds nothing while a run younger than `STARTUP` has not ended:
+        a build would compete with it for the CPU (and the kernel's namespace locks)."""
+        if self.size == 0:
+            return _nothing
+        token = object()
+        with self._cond:
+            self._running[token] = time.monotonic()
+
+        def ended() -> None:
+            with self._cond:
+                if self._running.pop(token, None) is not None and not self._running:
+                    self._cond.notify_all()
+
+        return ended
 
     def waiting(self) -> list[WaitingInit]:
         """The sandboxes ready now (a snapshot; they stay in the pool)."""
@@ -170,7 +195,9 @@ class PreparedPool:
             gone.extend(self._ready.pop(shape, ()))
         for shape in self._wanted:
             if len(self._ready.get(shape, ())) < self.size:
-                return shape, 0.0, gone
+                # A run older than STARTUP is a long one, not a reason to hold back.
+                wait = max((start + STARTUP - now for start in self._running.values()), default=0.0)
+                return shape, max(wait, 0.0), gone
         return None, IDLE_SECONDS / 2, gone
 
     def _refill(self, generation: int) -> None:
@@ -228,6 +255,7 @@ class PreparedPool:
                     sandbox.control.close()
         self._ready = collections.OrderedDict()
         self._wanted = {}
+        self._running = {}
         self._thread = None
         self._generation += 1
 
