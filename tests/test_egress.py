@@ -153,29 +153,27 @@ def _resolves(name: str) -> str | None:
         return None
 
 
-@pytest.fixture
-def pkgs(test_hosts: dict[str, str]) -> Iterator[Recorder]:
-    srv = Recorder(test_hosts[PKGS])
+def _serving(address: str) -> Iterator[Recorder]:
+    srv = Recorder(address)
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def pkgs(test_hosts: dict[str, str]) -> Iterator[Recorder]:
+    yield from _serving(test_hosts[PKGS])
 
 
 @pytest.fixture
 def other(test_hosts: dict[str, str]) -> Iterator[Recorder]:
-    srv = Recorder(test_hosts[OTHER])
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from _serving(test_hosts[OTHER])
 
 
 @pytest.fixture
 def host_loopback() -> Iterator[Recorder]:
     """A service of the host on 127.0.0.1."""
-    srv = Recorder("127.0.0.1")
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from _serving("127.0.0.1")
 
 
 def probe(backend: str, policy: IsolationPolicy, steps: list[list[Any]]) -> tuple[list[Any], isolation.RunResult]:

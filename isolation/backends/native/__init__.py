@@ -131,11 +131,14 @@ def _launch(spec: Spec, stdio: Stdio) -> Launched:
         raise
 
 
-def _launch_once(plan: SandboxPlan, enforcement: Enforcement, stdio: Stdio) -> Launched:
-    """A run of a spec of its own (a host layout: private directories per run)."""
+def _launch_once(
+    plan: SandboxPlan, enforcement: Enforcement, stdio: Stdio, *, on_demand_only: bool = False
+) -> Launched:
+    """A run with a spec of its own, made now: a host layout (private directories per run),
+    or with `on_demand_only` a run built without the pool (see `_launch_on_demand`)."""
     spec = _make_spec(plan, enforcement)
     try:
-        return _launch(spec, stdio)
+        return _start(spec, stdio, on_demand_only=True) if on_demand_only else _launch(spec, stdio)
     except BaseException:
         spec.layout.cleanup()
         raise
@@ -184,12 +187,7 @@ def _pids_cgroup(spec: Spec, flags: int) -> tuple[PidsCgroup, int]:
 def _launch_on_demand(plan: SandboxPlan, stdio: Stdio, enforcement: Enforcement = "strict") -> Launched:
     """A run built on demand, as `launch` builds one when no prepared sandbox is ready;
     without the pool, so checking the host (see canary) leaves nothing behind."""
-    spec = _make_spec(plan, enforcement)
-    try:
-        return _start(spec, stdio, on_demand_only=True)
-    except BaseException:
-        spec.layout.cleanup()
-        raise
+    return _launch_once(plan, enforcement, stdio, on_demand_only=True)
 
 
 def _forget_host() -> None:

@@ -81,7 +81,7 @@ def try_start(spec: Spec, cfg: Any) -> Started | None:
     if waiting is None:
         return None
     try:
-        return waiting.start(spec, (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2]), int(cfg.cgroup_procs_fd))
+        return waiting.start(spec, cfg)
     except SandboxSetupError as exc:
         if exc.step == "send command":  # it was gone before it got the command (killed from outside)
             return None

@@ -46,11 +46,13 @@ class WaitingInit:
     pid: int
     control: socket.socket
 
-    def start(self, spec: Spec, stdio: tuple[int, int, int], cgroup_fd: int) -> Started:
-        """Send the command; once it was executed, the sandbox is the caller's to watch.
-        On failure the sandbox is discarded (it is used up either way)."""
+    def start(self, spec: Spec, cfg: Any) -> Started:
+        """Send the command with this run's descriptors (`cfg`: the run's copy); once it was
+        executed, the sandbox is the caller's to watch. On failure the sandbox is
+        discarded (it is used up either way)."""
+        stdio = (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2])
         try:
-            status_fd = message.start(self.control, spec.payload, stdio, cgroup_fd)
+            status_fd = message.start(self.control, spec.payload, stdio, int(cfg.cgroup_procs_fd))
         except BaseException:
             self.discard()
             raise
@@ -124,4 +126,4 @@ def start(spec: Spec, cfg: Any) -> Started:
     if not spec.shape.preparable:  # the host layout: C executes the command itself
         return spawn(cfg)
     waiting = build(spec.shape)
-    return waiting.start(spec, (cfg.stdio[0], cfg.stdio[1], cfg.stdio[2]), int(cfg.cgroup_procs_fd))
+    return waiting.start(spec, cfg)
