@@ -39,14 +39,16 @@ from isolation.userns import userns_status
 TRUSTED_BWRAP_PATHS: tuple[str, ...] = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 SECCOMP_FD_PLACEHOLDER = "<seccomp-fd>"
 DEV_COPIES_PLACEHOLDER = "<private-dev-nodes>"
-# The host device nodes bubblewrap's --dev itself binds into its /dev (bubblewrap's
-# own choice, not the plan's): a plan's `device` among them needs no argument, any
-# other is bound in, and one of them the plan lacks is covered (see `_devices`).
+# The sandbox's /dev is built from the plan alone (not bubblewrap's --dev, which binds
+# six host nodes of its own choosing, mounts an unbounded devpts and may bind the
+# caller's terminal as /dev/console): a tmpfs holding exactly the plan's `device`
+# nodes, the links below, a bounded /dev/shm, then read-only, as native builds it.
 # For a root caller the sandbox user is host uid 0 and owns the host's nodes: it
 # could chmod or touch the host's own /dev/null. bubblewrap cannot bind a node
 # read-only and still usable (its read-only binds add nodev), so a root caller's
-# sandbox gets private copies (mknod, per run) of the plan's nodes bound over them.
-BWRAP_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# sandbox gets private copies (mknod, per run) of the plan's nodes bound instead.
+DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+             ("/proc/self/fd/2", "stderr"))  # fmt: skip
 _DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 
 
@@ -251,6 +253,7 @@ def plan_to_bwrap_args(
     args += ["--hostname", plan.hostname, "--cap-drop", "ALL", "--clearenv"]
     for k, v in plan.env:
         args += ["--setenv", k, v]
+    mask: list[str] | None = None
     for m, parts in with_parts(plan.mounts):
         if m.kind == "ro-bind":
             args += ["--ro-bind", str(m.source), m.target]
@@ -272,21 +275,16 @@ def plan_to_bwrap_args(
                 if os.path.exists(host):
                     args += ["--ro-bind", host, p.target]
         elif m.kind == "dev":
-            args += ["--dev", m.target, *_devices(m, parts, dev_copies)]
-            # bubblewrap's --dev leaves /dev/shm a directory of its /dev tmpfs: a bounded one of its own.
-            args += [*_size(m), "--perms", "1777", "--tmpfs", f"{m.target}/shm"]
-            # Its devpts instance (from --dev) is unbounded, and its argv cannot set max=: hidden under
-            # an empty read-only tmpfs, /dev/ptmx (a link into it) leads nowhere: no ptys at all.
-            args += ["--perms", "0755", "--tmpfs", f"{m.target}/pts", "--remount-ro", f"{m.target}/pts"]
-            # And its /dev tmpfs, unbounded, would stay writable: read-only, as the native /dev is.
-            args += ["--remount-ro", m.target]
+            args += _dev(m, parts, dev_copies)
         elif m.kind == "file":
             args += ["--ro-bind", _data_file(m.data or b""), m.target]
         elif m.kind == "mask":
             # bubblewrap fails on a target it cannot create under /proc: one that has gone since the
             # plan was made (a host network interface removed, with Network) is skipped, as native does.
             if os.path.lexists(m.target):
-                args += [_mask_bind(), _mask_file(), m.target]
+                if mask is None:  # one look-up per argv, not per mask
+                    mask = [_mask_bind(), _mask_file()]
+                args += [*mask, m.target]
         else:  # pragma: no cover - the plan's kinds are closed
             raise AssertionError(m.kind)
     args += ["--remount-ro", "/", "--chdir", plan.cwd]
@@ -305,22 +303,21 @@ def plan_to_bwrap_args(
     return args
 
 
-def _devices(dev: Mount, devices: Sequence[Mount], copies: str | None) -> list[str]:
-    """The arguments that leave exactly the plan's `devices` in bubblewrap's /dev `dev`:
-    a root caller's private copies (`copies`) bound over them, a node the plan adds bound
-    in, and one of bubblewrap's own the plan lacks covered by the unopenable mask file."""
-    args: list[str] = []
-    own = {f"{dev.target}/{name}": f"/dev/{name}" for name in BWRAP_DEV_NODES}  # target: host node
+def _dev(dev: Mount, devices: Sequence[Mount], copies: str | None) -> list[str]:
+    """The arguments that build the /dev `dev` from the plan: a tmpfs (mode 0755) with
+    exactly its `devices`, each the host's node or a root caller's private copy (in
+    `copies`); the `DEV_LINKS`; a bounded /dev/shm; then the /dev read-only. No devpts:
+    bubblewrap's argv cannot bound one (no max=), so no ptys at all, no pts, no ptmx."""
+    args = [*_size(dev), "--perms", "0755", "--tmpfs", dev.target]
     for m in devices:
-        if copies is not None:
-            args += ["--dev-bind", f"{copies}/{os.path.basename(m.target)}", m.target]
-        elif own.get(m.target) != m.source:
-            args += ["--dev-bind", str(m.source), m.target]
-    listed = {m.target for m in devices}
-    for target in own:
-        if target not in listed:
-            args += [_mask_bind(), _mask_file(), target]
-    return args
+        source = str(m.source) if copies is None else f"{copies}/{os.path.basename(m.target)}"
+        args += ["--dev-bind", source, m.target]
+    for link, name in DEV_LINKS:
+        args += ["--symlink", link, f"{dev.target}/{name}"]
+    args += [*_size(dev), "--perms", "1777", "--tmpfs", f"{dev.target}/shm"]
+    # Read-only, as the native /dev is: nothing can be added to it (the binds and /dev/shm
+    # are mounts of their own, which this leaves as they are).
+    return [*args, "--remount-ro", dev.target]
 
 
 def _size(m: Mount) -> list[str]:
@@ -331,7 +328,7 @@ def _size(m: Mount) -> list[str]:
 
 def mount_bounds(plan: SandboxPlan) -> list[str]:
     """Claims for the bounds plan_to_bwrap_args gives the sandbox's own file systems:
-    --size on every writable tmpfs; no ptys at all (bubblewrap's devpts is hidden)."""
+    --size on every writable tmpfs; no ptys at all (no devpts is mounted, see `_dev`)."""
     claims: list[str] = []
     size = tmpfs_bound(plan.mounts)
     if size is not None:
