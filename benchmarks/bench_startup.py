@@ -38,13 +38,16 @@ def _on_demand() -> object:
 
 
 def _bare(argv: list[str]) -> list[str]:
-    """Drop the arguments whose descriptors or directories only the backend provides at launch."""
+    """The backend's argv without what only the backend provides at launch, for an
+    equivalent root: no seccomp filter (a memfd), and where a root caller's backend binds
+    a private copy of a device node (made per run), the host's node itself bound there."""
     out: list[str] = []
     i = 0
     while i < len(argv):
         if argv[i] == "--seccomp":
             i += 2
         elif argv[i] == "--dev-bind" and argv[i + 1].startswith(DEV_COPIES_PLACEHOLDER):
+            out += ["--dev-bind", argv[i + 2], argv[i + 2]]
             i += 3
         else:
             out.append(argv[i])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import errno
 import fcntl
 import functools
@@ -13,7 +12,6 @@ import os
 import re
 import resource
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from isolation.backends import devcopies
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.backends.children import BwrapChild, poll_fd
 from isolation.cgroups import PidsCgroup
@@ -46,69 +45,11 @@ DEV_COPIES_PLACEHOLDER = "<private-dev-nodes>"
 # For a root caller the sandbox user is host uid 0 and owns the host's nodes: it
 # could chmod or touch the host's own /dev/null. bubblewrap cannot bind a node
 # read-only and still usable (its read-only binds add nodev), so a root caller's
-# sandbox gets private copies (mknod, per run) of the plan's nodes bound instead.
+# sandbox gets private copies (mknod, one directory per run: `devcopies`) of the plan's nodes bound instead.
 DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
              ("/proc/self/fd/2", "stderr"))  # fmt: skip
-_DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 
 
-def _sweep_dead_owners(base: str, kind: str) -> None:
-    """Remove `isolation-<kind>-<pid>-*` directories in `base` whose owning process
-    is gone: left by callers that died without atexit (SIGKILL, os._exit, fork-pool
-    workers). Only our own directories, never a symlink, never a live owner's."""
-    pattern = re.compile(rf"isolation-{kind}-(\d+)-\w+")
-    uid = os.geteuid()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(base):
-            m = pattern.fullmatch(entry)
-            if m is None:
-                continue
-            path = os.path.join(base, entry)
-            try:
-                st = os.lstat(path)
-                if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
-                    continue
-                os.kill(int(m.group(1)), 0)
-            except ProcessLookupError:
-                shutil.rmtree(path, ignore_errors=True)
-            except OSError:  # another user's live process (EPERM), or gone meanwhile
-                pass
-
-
-def _sweep_dev_copies(base: str) -> None:
-    """Remove device-node copies left by callers that died before cleaning up."""
-    _sweep_dead_owners(base, "dev")
-
-
-def make_dev_copies(devices: Sequence[Mount]) -> str:
-    """A fresh directory holding private copies of the plan's `device` nodes (root only),
-    each named as its target."""
-    for base in _DEV_COPY_DIRS:
-        try:
-            if os.statvfs(base).f_flag & os.ST_NODEV:
-                continue
-        except OSError:
-            continue
-        _sweep_dev_copies(base)
-        d = tempfile.mkdtemp(prefix=f"isolation-dev-{os.getpid()}-", dir=base)
-        try:
-            for m in devices:
-                st = os.stat(str(m.source))
-                copy = os.path.join(d, os.path.basename(m.target))
-                os.mknod(copy, 0o666 | (st.st_mode & 0o170000), st.st_rdev)
-                os.chmod(copy, 0o666)
-        except OSError as exc:
-            shutil.rmtree(d, ignore_errors=True)
-            raise SandboxSetupError(
-                f"cannot create private device nodes in {d}: {exc.strerror}", step="mknod", path=d,
-                errno=exc.errno or 0,
-            ) from None
-        return d
-    raise SandboxSetupError(
-        f"no directory that allows device nodes among {', '.join(_DEV_COPY_DIRS)} (all mounted nodev); "
-        "a root caller's bwrap sandbox needs one for private /dev nodes, or use the native backend",
-        step="mknod",
-    )
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 
 _path_warned = False
@@ -156,7 +97,7 @@ def _data_dir_path() -> str:
     pid = os.getpid()
     if _data_dir is None or _data_dir[0] != pid:
         base = tempfile.gettempdir()
-        _sweep_dead_owners(base, "data")
+        devcopies.sweep_dead_owners(base, "data")
         path = tempfile.mkdtemp(prefix=f"isolation-data-{pid}-", dir=base)
         _data_dir = (pid, path)
         atexit.register(_remove_data_dir, pid, path)
@@ -629,7 +570,7 @@ class BwrapBackend:
             found = plan.executable or plan.find_executable(plan.argv[0])
             report = ExecReport(report_w, child_ends[-2], child_ends[-1], found[0] if found else plan.argv[0])
             if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
-                dev_copies = make_dev_copies([m for m in plan.mounts if m.kind == "device"])
+                dev_copies = devcopies.take([m for m in plan.mounts if m.kind == "device"])
             args = plan_to_bwrap_args(
                 plan,
                 bwrap,
@@ -664,7 +605,7 @@ class BwrapBackend:
             if cgroup is not None:
                 cgroup.remove()
             if dev_copies is not None:
-                shutil.rmtree(dev_copies, ignore_errors=True)
+                devcopies.discard(dev_copies)
             raise
         finally:
             for fd in child_ends:
