@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from isolation import IsolationPolicy
 from isolation.backends import devcopies
 from isolation.backends.bwrap import find_bwrap
+from isolation.plan import build_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,6 +95,7 @@ DEV_CALLER = """
 import json, os, sys, threading
 import isolation
 from isolation import IsolationPolicy
+from isolation import IsolationPolicy
 from isolation.backends import devcopies
 from isolation.plan import build_plan
 
@@ -157,3 +161,37 @@ def test_each_sandbox_binds_device_copies_of_its_own_and_none_outlive_the_caller
     assert f"/isolation-dev-{child}-" in forked, (child, forked)
     assert not set(seen) & set(seen2) and len(set(seen2)) == 9 and forked not in seen2
     assert not _copies_of(pid2) and not _copies_of(child), "a caller that exited normally left device copies"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller's sandboxes get private device nodes")
+def test_a_directory_made_ahead_is_handed_out_once_and_only_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's directory made ahead goes to the next run, and to no other; one older
+    than READY_MAX_AGE (a temporary-file cleaner may have removed it) is replaced; at
+    close every directory the worker held is gone."""
+    worker = devcopies._Worker()
+    devices = [m for m in build_plan(IsolationPolicy(), ["true"]).mounts if m.kind == "device"]
+
+    def ready() -> str:
+        with worker._cond:  # the worker notifies once it has made one
+            assert worker._cond.wait_for(lambda: worker._ready is not None, timeout=60)
+            assert worker._ready is not None
+            return worker._ready[1]
+
+    try:
+        first = worker.take(devices)  # nothing ready: made on the spot
+        assert sorted(os.listdir(first)) == sorted(os.path.basename(m.target) for m in devices)
+        worker.discard(first)
+        ahead = ready()
+        assert worker.take(devices) == ahead  # the one made ahead goes to the next run ...
+        other = worker.take(devices)
+        assert other not in (ahead, first)  # ... and to no other
+        worker.discard(other)
+        worker.discard(ahead)
+        stale = ready()
+        monkeypatch.setattr(devcopies, "READY_MAX_AGE", -1.0)
+        fresh = worker.take(devices)
+        assert fresh not in (stale, ahead, first) and os.path.isdir(fresh)
+    finally:
+        worker.close()
+    assert not any(os.path.exists(d) for d in (first, ahead, other, stale)), "the worker left a directory behind"
+    shutil.rmtree(fresh)  # taken, never discarded: the test's own

@@ -8,7 +8,8 @@ work (mkdir, six mknod, rmtree, a sweep of the base directory), so one worker
 thread does it off the run's path: it keeps one directory ready, handed to
 exactly one run (`take`), and removes each run's directory once its sandbox is
 gone (`discard`). It works when a run has ended, not while one is being set up.
-A run that finds nothing ready makes its own, as before.
+A run that finds nothing ready (or only one older than `READY_MAX_AGE`) makes
+its own, as before.
 
 Nothing outlives the caller: at exit the worker is stopped and the ready
 directory and any not yet removed are deleted; one left by a caller that died
@@ -27,6 +28,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 
 from isolation.errors import SandboxSetupError
@@ -35,6 +37,9 @@ from isolation.plan import Mount
 _DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
 # How long exit waits for the worker to finish the directory it is making or removing.
 _EXIT_JOIN = 5.0
+# A ready directory older than this is not handed out but replaced: a temporary-file
+# cleaner (systemd-tmpfiles, tmpreaper) judges by age, in days, and may remove it.
+READY_MAX_AGE = 600.0
 
 
 def sweep_dead_owners(base: str, kind: str) -> None:
@@ -101,7 +106,7 @@ class _Worker:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._want: tuple[Mount, ...] | None = None  # the devices the next run will likely ask for
-        self._ready: tuple[tuple[Mount, ...], str] | None = None
+        self._ready: tuple[tuple[Mount, ...], str, float] | None = None  # devices, path, made at
         self._doomed: list[str] = []
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -112,7 +117,7 @@ class _Worker:
         with self._cond:
             ready, self._ready = self._ready, None
             self._want = key
-            if ready is not None and ready[0] != key:
+            if ready is not None and (ready[0] != key or time.monotonic() - ready[2] > READY_MAX_AGE):
                 self._doomed.append(ready[1])
                 ready = None
         if ready is not None:
@@ -163,7 +168,8 @@ class _Worker:
                 if self._closed or self._ready is not None:
                     self._doomed.append(path)
                 else:
-                    self._ready = (make, path)
+                    self._ready = (make, path, time.monotonic())
+                    self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the thread and remove every directory still ours (at exit)."""
