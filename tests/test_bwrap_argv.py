@@ -46,9 +46,9 @@ def test_strict_baseline_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("HOME", "/work") in env and ("USER", "nobody") in env and ("LANG", "C.UTF-8") in env
     assert "SECRET_TOKEN" not in " ".join(argv)
     assert tuple(argv[argv.index("--proc") : argv.index("--proc") + 2]) == ("--proc", "/proc")
-    assert argv[argv.index("--dev") + 1] == "/dev"
+    assert "--dev" not in argv  # /dev is built from the plan (see test_dev_is_built_from_the_plan)
     tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
-    assert tmpfs == ["/dev/shm", "/dev/pts", "/tmp", "/work"]
+    assert tmpfs == ["/dev", "/dev/shm", "/tmp", "/work"]
     assert argv[argv.index("--chdir") + 1] == "/work"
     assert argv[-3:] == ["--", "echo", "hi"]
     assert ("/usr", "/usr") in _pairs(argv, "--ro-bind")
@@ -74,7 +74,7 @@ def test_rw_and_ro_binds_and_work(tmp_path: object) -> None:
     i_rw = argv.index(ws)
     i_ro = argv.index(ws + "/.git")
     assert i_rw < i_ro, "the narrower read-only bind must be applied after its writable parent"
-    assert [a for i, a in enumerate(argv) if i and argv[i - 1] == "--tmpfs"] == ["/dev/shm", "/dev/pts", "/tmp"]
+    assert [a for i, a in enumerate(argv) if i and argv[i - 1] == "--tmpfs"] == ["/dev", "/dev/shm", "/tmp"]
 
 
 def test_custom_bind_target() -> None:
@@ -123,16 +123,34 @@ def _tmpfs_sizes(argv: list[str]) -> dict[str, int | None]:
 def test_every_writable_tmpfs_is_bounded(limits: Limits, expected: int) -> None:
     argv = build_bwrap_command(IsolationPolicy(limits=limits), ["true"], bwrap=BW)
     sizes = _tmpfs_sizes(argv)
-    assert sizes == {"/dev/shm": expected, "/dev/pts": None, "/tmp": expected, "/work": expected}
+    assert sizes == {"/dev": expected, "/dev/shm": expected, "/tmp": expected, "/work": expected}
     assert argv[argv.index("/dev/shm") - 3 : argv.index("/dev/shm")] == ["--perms", "1777", "--tmpfs"]
 
 
-def test_bwraps_devpts_is_hidden_under_an_empty_read_only_tmpfs() -> None:
-    """bubblewrap's argv cannot bound its devpts (no max=): the sandbox gets none."""
-    argv = build_bwrap_command(IsolationPolicy(), ["true"], bwrap=BW)
-    i = argv.index("/dev/pts")
-    assert argv[i - 1] == "--tmpfs" and argv[i + 1 : i + 3] == ["--remount-ro", "/dev/pts"]
-    assert i > argv.index("--dev")
+@pytest.mark.parametrize("root", [False, True])
+def test_dev_is_built_from_the_plan(root: bool) -> None:
+    """A tmpfs with exactly the plan's nodes (a root caller's private copies), the links
+    native makes, a bounded /dev/shm, read-only; no --dev (bubblewrap's own nodes,
+    devpts and console) and no devpts at all: bubblewrap's argv cannot bound one."""
+    plan = build_plan(IsolationPolicy(), ["true"])
+    copies = "/var/tmp/isolation-dev-1-x" if root else None
+    argv = bwrap_mod.plan_to_bwrap_args(plan, BW, dev_copies=copies)
+    start = argv.index("/dev") - 1
+    end = argv.index("--remount-ro", start) + 2
+    assert argv[start - 4 : start + 2] == ["--size", str(1 << 30), "--perms", "0755", "--tmpfs", "/dev"]
+    assert argv[end - 1] == "/dev" and "--dev" not in argv
+    nodes = [m for m in plan.mounts if m.kind == "device"]
+    assert [m.target for m in nodes] == [f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom", "tty")]
+    want = [(f"{copies}/{os.path.basename(m.target)}" if root else str(m.source), m.target) for m in nodes]
+    assert _pairs(argv, "--dev-bind") == want
+    links = [(src, dst) for src, dst in _pairs(argv, "--symlink") if dst.startswith("/dev/")]
+    assert links == [(link, f"/dev/{name}") for link, name in bwrap_mod.DEV_LINKS]
+    block = argv[start:end]
+    assert [a for i, a in enumerate(block) if i and block[i - 1] == "--tmpfs"] == ["/dev", "/dev/shm"]
+    assert not any(a.startswith(("/dev/pts", "/dev/ptmx")) for a in argv)
+    # Control: a plan without a node gets no bind for it.
+    fewer = attrs.evolve(plan, mounts=tuple(m for m in plan.mounts if m.target != "/dev/full"))
+    assert "/dev/full" not in bwrap_mod.plan_to_bwrap_args(fewer, BW, dev_copies=copies)
 
 
 @pytest.mark.parametrize("network", [False, True])

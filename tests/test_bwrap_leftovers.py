@@ -1,20 +1,25 @@
-"""The bwrap backend's per-caller data directory (/tmp/isolation-data-<pid>-*) does
-not accumulate: a caller that dies without atexit (SIGKILL, os._exit, a fork-pool
-worker) leaves it behind, and the next caller's first run sweeps it; a live
-caller's directory is never touched."""
+"""The bwrap backend's per-caller data directory (/tmp/isolation-data-<pid>-*) and a
+root caller's device-node copies (isolation-dev-<pid>-*) do not accumulate: a caller
+that dies without atexit (SIGKILL, os._exit, a fork-pool worker) leaves them behind,
+and the next caller's first run sweeps them; a live caller's are never touched."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 import pytest
 
-from isolation.backends import bwrap
+from isolation import IsolationPolicy
+from isolation.backends import devcopies
 from isolation.backends.bwrap import find_bwrap
+from isolation.plan import build_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,5 +84,114 @@ def test_dead_callers_data_dirs_are_swept_by_the_next_caller() -> None:
         live.wait()
     assert not os.path.exists(live_dir)  # a normal exit removes its own
     # The last one would be swept by whichever caller comes next; sweep it here so the suite leaves nothing.
-    bwrap._sweep_dead_owners(tempfile.gettempdir(), "data")
+    devcopies.sweep_dead_owners(tempfile.gettempdir(), "data")
     assert not os.path.exists(next_dir)
+
+
+# Runs sandboxes one after another and from four threads at once and prints the directory
+# each one's /dev/null was bound from (its mount's root); then ends as argv[1] says: "exit"
+# (normally) or "dead" (os._exit, holding one more directory of copies it took itself).
+DEV_CALLER = """
+import json, os, sys, threading
+import isolation
+from isolation import IsolationPolicy
+from isolation import IsolationPolicy
+from isolation.backends import devcopies
+from isolation.plan import build_plan
+
+def source():
+    res = isolation.run(["/bin/sh", "-c", "grep ' /dev/null ' /proc/self/mountinfo"], backend="bwrap")
+    assert res.returncode == 0, res
+    return os.path.dirname(res.stdout.decode().split()[3])
+
+seen = [source() for _ in range(4)]
+threads = [threading.Thread(target=lambda: seen.append(source())) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+seen.append(source())
+held = None
+if sys.argv[1] == "dead":
+    held = devcopies.take([m for m in build_plan(IsolationPolicy(), ["true"]).mounts if m.kind == "device"])
+else:  # a forked child (the parent holds a directory made ahead) runs one sandbox and exits
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(w, source().encode())
+        sys.exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    seen.append([child, os.read(r, 4096).decode()])
+print(json.dumps([os.getpid(), seen, held]), flush=True)
+if held is not None:
+    os._exit(0)
+"""
+
+
+def _dev_caller(how: str) -> tuple[int, list[Any], str | None]:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    out = subprocess.run([sys.executable, "-c", DEV_CALLER, how], env=env, capture_output=True, text=True, check=True)
+    pid, seen, held = json.loads(out.stdout)
+    return pid, seen, held
+
+
+def _copies_of(pid: int) -> list[str]:
+    return [e for e in os.listdir("/var/tmp") if e.startswith(f"isolation-dev-{pid}-")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller's sandboxes get private device nodes")
+@pytest.mark.skipif(
+    bool(os.statvfs("/var/tmp").f_flag & os.ST_NODEV), reason="/var/tmp is nodev: the copies go elsewhere"
+)
+def test_each_sandbox_binds_device_copies_of_its_own_and_none_outlive_the_caller() -> None:
+    """A root caller's sandbox binds private copies of the /dev nodes (it owns the host's):
+    a directory made ahead by a worker thread is handed to exactly one run, never to two,
+    and removed after; nothing is left once the caller exits, and what a caller that died
+    without atexit held is swept by the next caller."""
+    pid, seen, held = _dev_caller("dead")
+    assert all("/isolation-dev-" in d for d in seen), seen  # private copies, not the host's /dev
+    assert len(set(seen)) == len(seen) == 9, seen  # no directory bound by two sandboxes
+    # Control: the caller died holding a directory, and left it behind.
+    assert held is not None and os.path.isdir(held) and os.path.basename(held) in _copies_of(pid), held
+    pid2, seen2, _ = _dev_caller("exit")
+    assert not _copies_of(pid), "a dead caller's device copies were not swept by the next caller"
+    child, forked = seen2.pop()
+    # A forked child makes its own copies, never takes its parent's (made ahead before the fork).
+    assert f"/isolation-dev-{child}-" in forked, (child, forked)
+    assert not set(seen) & set(seen2) and len(set(seen2)) == 9 and forked not in seen2
+    assert not _copies_of(pid2) and not _copies_of(child), "a caller that exited normally left device copies"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller's sandboxes get private device nodes")
+def test_a_directory_made_ahead_is_handed_out_once_and_only_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's directory made ahead goes to the next run, and to no other; one older
+    than READY_MAX_AGE (a temporary-file cleaner may have removed it) is replaced; at
+    close every directory the worker held is gone."""
+    worker = devcopies._Worker()
+    devices = [m for m in build_plan(IsolationPolicy(), ["true"]).mounts if m.kind == "device"]
+
+    def ready() -> str:
+        with worker._cond:  # the worker notifies once it has made one
+            assert worker._cond.wait_for(lambda: worker._ready is not None, timeout=60)
+            assert worker._ready is not None
+            return worker._ready[1]
+
+    try:
+        first = worker.take(devices)  # nothing ready: made on the spot
+        assert sorted(os.listdir(first)) == sorted(os.path.basename(m.target) for m in devices)
+        worker.discard(first)
+        ahead = ready()
+        assert worker.take(devices) == ahead  # the one made ahead goes to the next run ...
+        other = worker.take(devices)
+        assert other not in (ahead, first)  # ... and to no other
+        worker.discard(other)
+        worker.discard(ahead)
+        stale = ready()
+        monkeypatch.setattr(devcopies, "READY_MAX_AGE", -1.0)
+        fresh = worker.take(devices)
+        assert fresh not in (stale, ahead, first) and os.path.isdir(fresh)
+    finally:
+        worker.close()
+    assert not any(os.path.exists(d) for d in (first, ahead, other, stale)), "the worker left a directory behind"
+    shutil.rmtree(fresh)  # taken, never discarded: the test's own

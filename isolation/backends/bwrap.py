@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import errno
 import fcntl
 import functools
@@ -13,7 +12,6 @@ import os
 import re
 import resource
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from isolation.backends import devcopies
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.backends.children import BwrapChild, poll_fd
 from isolation.cgroups import PidsCgroup
@@ -39,74 +38,18 @@ from isolation.userns import userns_status
 TRUSTED_BWRAP_PATHS: tuple[str, ...] = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 SECCOMP_FD_PLACEHOLDER = "<seccomp-fd>"
 DEV_COPIES_PLACEHOLDER = "<private-dev-nodes>"
-# The host device nodes bubblewrap's --dev itself binds into its /dev (bubblewrap's
-# own choice, not the plan's): a plan's `device` among them needs no argument, any
-# other is bound in, and one of them the plan lacks is covered (see `_devices`).
+# The sandbox's /dev is built from the plan alone (not bubblewrap's --dev, which binds
+# six host nodes of its own choosing, mounts an unbounded devpts and may bind the
+# caller's terminal as /dev/console): a tmpfs holding exactly the plan's `device`
+# nodes, the links below, a bounded /dev/shm, then read-only, as native builds it.
 # For a root caller the sandbox user is host uid 0 and owns the host's nodes: it
 # could chmod or touch the host's own /dev/null. bubblewrap cannot bind a node
 # read-only and still usable (its read-only binds add nodev), so a root caller's
-# sandbox gets private copies (mknod, per run) of the plan's nodes bound over them.
-BWRAP_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-_DEV_COPY_DIRS = ("/var/tmp", "/tmp", "/dev/shm")
+# sandbox gets private copies (mknod, one directory per run: `devcopies`) of the plan's nodes bound instead.
+DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+             ("/proc/self/fd/2", "stderr"))  # fmt: skip
 
 
-def _sweep_dead_owners(base: str, kind: str) -> None:
-    """Remove `isolation-<kind>-<pid>-*` directories in `base` whose owning process
-    is gone: left by callers that died without atexit (SIGKILL, os._exit, fork-pool
-    workers). Only our own directories, never a symlink, never a live owner's."""
-    pattern = re.compile(rf"isolation-{kind}-(\d+)-\w+")
-    uid = os.geteuid()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(base):
-            m = pattern.fullmatch(entry)
-            if m is None:
-                continue
-            path = os.path.join(base, entry)
-            try:
-                st = os.lstat(path)
-                if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
-                    continue
-                os.kill(int(m.group(1)), 0)
-            except ProcessLookupError:
-                shutil.rmtree(path, ignore_errors=True)
-            except OSError:  # another user's live process (EPERM), or gone meanwhile
-                pass
-
-
-def _sweep_dev_copies(base: str) -> None:
-    """Remove device-node copies left by callers that died before cleaning up."""
-    _sweep_dead_owners(base, "dev")
-
-
-def make_dev_copies(devices: Sequence[Mount]) -> str:
-    """A fresh directory holding private copies of the plan's `device` nodes (root only),
-    each named as its target."""
-    for base in _DEV_COPY_DIRS:
-        try:
-            if os.statvfs(base).f_flag & os.ST_NODEV:
-                continue
-        except OSError:
-            continue
-        _sweep_dev_copies(base)
-        d = tempfile.mkdtemp(prefix=f"isolation-dev-{os.getpid()}-", dir=base)
-        try:
-            for m in devices:
-                st = os.stat(str(m.source))
-                copy = os.path.join(d, os.path.basename(m.target))
-                os.mknod(copy, 0o666 | (st.st_mode & 0o170000), st.st_rdev)
-                os.chmod(copy, 0o666)
-        except OSError as exc:
-            shutil.rmtree(d, ignore_errors=True)
-            raise SandboxSetupError(
-                f"cannot create private device nodes in {d}: {exc.strerror}", step="mknod", path=d,
-                errno=exc.errno or 0,
-            ) from None
-        return d
-    raise SandboxSetupError(
-        f"no directory that allows device nodes among {', '.join(_DEV_COPY_DIRS)} (all mounted nodev); "
-        "a root caller's bwrap sandbox needs one for private /dev nodes, or use the native backend",
-        step="mknod",
-    )
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 
 _path_warned = False
@@ -154,7 +97,7 @@ def _data_dir_path() -> str:
     pid = os.getpid()
     if _data_dir is None or _data_dir[0] != pid:
         base = tempfile.gettempdir()
-        _sweep_dead_owners(base, "data")
+        devcopies.sweep_dead_owners(base, "data")
         path = tempfile.mkdtemp(prefix=f"isolation-data-{pid}-", dir=base)
         _data_dir = (pid, path)
         atexit.register(_remove_data_dir, pid, path)
@@ -251,6 +194,7 @@ def plan_to_bwrap_args(
     args += ["--hostname", plan.hostname, "--cap-drop", "ALL", "--clearenv"]
     for k, v in plan.env:
         args += ["--setenv", k, v]
+    mask: list[str] | None = None
     for m, parts in with_parts(plan.mounts):
         if m.kind == "ro-bind":
             args += ["--ro-bind", str(m.source), m.target]
@@ -272,21 +216,16 @@ def plan_to_bwrap_args(
                 if os.path.exists(host):
                     args += ["--ro-bind", host, p.target]
         elif m.kind == "dev":
-            args += ["--dev", m.target, *_devices(m, parts, dev_copies)]
-            # bubblewrap's --dev leaves /dev/shm a directory of its /dev tmpfs: a bounded one of its own.
-            args += [*_size(m), "--perms", "1777", "--tmpfs", f"{m.target}/shm"]
-            # Its devpts instance (from --dev) is unbounded, and its argv cannot set max=: hidden under
-            # an empty read-only tmpfs, /dev/ptmx (a link into it) leads nowhere: no ptys at all.
-            args += ["--perms", "0755", "--tmpfs", f"{m.target}/pts", "--remount-ro", f"{m.target}/pts"]
-            # And its /dev tmpfs, unbounded, would stay writable: read-only, as the native /dev is.
-            args += ["--remount-ro", m.target]
+            args += _dev(m, parts, dev_copies)
         elif m.kind == "file":
             args += ["--ro-bind", _data_file(m.data or b""), m.target]
         elif m.kind == "mask":
             # bubblewrap fails on a target it cannot create under /proc: one that has gone since the
             # plan was made (a host network interface removed, with Network) is skipped, as native does.
             if os.path.lexists(m.target):
-                args += [_mask_bind(), _mask_file(), m.target]
+                if mask is None:  # one look-up per argv, not per mask
+                    mask = [_mask_bind(), _mask_file()]
+                args += [*mask, m.target]
         else:  # pragma: no cover - the plan's kinds are closed
             raise AssertionError(m.kind)
     args += ["--remount-ro", "/", "--chdir", plan.cwd]
@@ -305,22 +244,21 @@ def plan_to_bwrap_args(
     return args
 
 
-def _devices(dev: Mount, devices: Sequence[Mount], copies: str | None) -> list[str]:
-    """The arguments that leave exactly the plan's `devices` in bubblewrap's /dev `dev`:
-    a root caller's private copies (`copies`) bound over them, a node the plan adds bound
-    in, and one of bubblewrap's own the plan lacks covered by the unopenable mask file."""
-    args: list[str] = []
-    own = {f"{dev.target}/{name}": f"/dev/{name}" for name in BWRAP_DEV_NODES}  # target: host node
+def _dev(dev: Mount, devices: Sequence[Mount], copies: str | None) -> list[str]:
+    """The arguments that build the /dev `dev` from the plan: a tmpfs (mode 0755) with
+    exactly its `devices`, each the host's node or a root caller's private copy (in
+    `copies`); the `DEV_LINKS`; a bounded /dev/shm; then the /dev read-only. No devpts:
+    bubblewrap's argv cannot bound one (no max=), so no ptys at all, no pts, no ptmx."""
+    args = [*_size(dev), "--perms", "0755", "--tmpfs", dev.target]
     for m in devices:
-        if copies is not None:
-            args += ["--dev-bind", f"{copies}/{os.path.basename(m.target)}", m.target]
-        elif own.get(m.target) != m.source:
-            args += ["--dev-bind", str(m.source), m.target]
-    listed = {m.target for m in devices}
-    for target in own:
-        if target not in listed:
-            args += [_mask_bind(), _mask_file(), target]
-    return args
+        source = str(m.source) if copies is None else f"{copies}/{os.path.basename(m.target)}"
+        args += ["--dev-bind", source, m.target]
+    for link, name in DEV_LINKS:
+        args += ["--symlink", link, f"{dev.target}/{name}"]
+    args += [*_size(dev), "--perms", "1777", "--tmpfs", f"{dev.target}/shm"]
+    # Read-only, as the native /dev is: nothing can be added to it (the binds and /dev/shm
+    # are mounts of their own, which this leaves as they are).
+    return [*args, "--remount-ro", dev.target]
 
 
 def _size(m: Mount) -> list[str]:
@@ -331,7 +269,7 @@ def _size(m: Mount) -> list[str]:
 
 def mount_bounds(plan: SandboxPlan) -> list[str]:
     """Claims for the bounds plan_to_bwrap_args gives the sandbox's own file systems:
-    --size on every writable tmpfs; no ptys at all (bubblewrap's devpts is hidden)."""
+    --size on every writable tmpfs; no ptys at all (no devpts is mounted, see `_dev`)."""
     claims: list[str] = []
     size = tmpfs_bound(plan.mounts)
     if size is not None:
@@ -632,7 +570,7 @@ class BwrapBackend:
             found = plan.executable or plan.find_executable(plan.argv[0])
             report = ExecReport(report_w, child_ends[-2], child_ends[-1], found[0] if found else plan.argv[0])
             if os.geteuid() == 0 and any(m.kind == "dev" for m in plan.mounts):
-                dev_copies = make_dev_copies([m for m in plan.mounts if m.kind == "device"])
+                dev_copies = devcopies.take([m for m in plan.mounts if m.kind == "device"])
             args = plan_to_bwrap_args(
                 plan,
                 bwrap,
@@ -667,7 +605,7 @@ class BwrapBackend:
             if cgroup is not None:
                 cgroup.remove()
             if dev_copies is not None:
-                shutil.rmtree(dev_copies, ignore_errors=True)
+                devcopies.discard(dev_copies)
             raise
         finally:
             for fd in child_ends:

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 
+from isolation.backends import devcopies
 from isolation.cgroups import PidsCgroup
 from isolation.result import Usage
 
@@ -248,7 +249,7 @@ class BwrapChild(PopenChild):
                 cgroup.remove()
             dev, self._dev_copies = self._dev_copies, None
             if dev is not None:  # the sandbox is gone: nothing is bound from it any more
-                shutil.rmtree(dev, ignore_errors=True)
+                devcopies.discard(dev)
             if self.started:  # else launch() still reads bubblewrap's message
                 self.release()
 
