@@ -28,16 +28,15 @@ int iso_unpack_command(const char *buf, size_t len, struct iso_exec *e, const ch
         return -1;
     memcpy(&head, buf, sizeof head);
     size_t at = sizeof head;
-    size_t fixed = sizeof *e->rlimits * (size_t)head.n_rlimits + (size_t)head.bpf_len * 8;
-    if (head.n_rlimits > 64 || head.bpf_len > 4096 || fixed > len - at ||
+    size_t fixed = sizeof *e->rlimits * (size_t)head.n_rlimits;
+    if (head.n_rlimits > 64 || head.zero != 0 || fixed > len - at ||
         (size_t)head.n_argv + head.n_envp + 2 > n_strings || head.n_argv == 0)
         return -1;
     e->rlimits = (const struct iso_rlimit *)(buf + at); /* buf is page aligned, the head 16 bytes */
     e->n_rlimits = (int)head.n_rlimits;
     at += sizeof *e->rlimits * head.n_rlimits;
-    e->bpf = head.bpf_len ? buf + at : NULL;
-    e->bpf_len = head.bpf_len;
-    at += (size_t)head.bpf_len * 8;
+    e->bpf = NULL; /* the sandbox's filter holds init already, and so the worker */
+    e->bpf_len = 0;
     size_t total = 2 + (size_t)head.n_argv + head.n_envp;
     for (size_t i = 0; i < total; i++) {
         const char *end = at < len ? memchr(buf + at, '\0', len - at) : NULL;

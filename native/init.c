@@ -12,7 +12,8 @@
  * Usage (internal): `isolation-init`, with fd 3 a SOCK_SEQPACKET socket and,
  * when Landlock applies, fd 4 the sandbox's Landlock ruleset.  It waits on
  * fd 3 for one command and its descriptors (worker.h), forks the worker,
- * which restricts itself (Landlock with fd 4, seccomp) and executes it; the
+ * which restricts itself (Landlock with fd 4; the seccomp filter holds
+ * both already) and executes it; the
  * status pipe comes with the command.  On demand the command is in the
  * socket already; a sandbox prepared ahead of demand waits for it.
  *
@@ -205,7 +206,8 @@ static void __attribute__((noreturn)) report(int status_fd, int status)
 int main(int argc, char **argv)
 {
     /* First: the command (same uid) must not be able to inspect or write
-     * this process, which is outside its seccomp filter and Landlock domain. */
+     * this process, which is outside its Landlock domain (the seccomp filter
+     * holds here already: spawn.c loads it before executing this program). */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return 125;
     (void)argv;

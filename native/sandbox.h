@@ -114,8 +114,9 @@ struct iso_started {
 };
 
 /* A command for a sandbox's init, as one SOCK_SEQPACKET message: a struct
- * iso_command_msg, then the payload (a head, the rlimits, the seccomp
- * program, then exe, cwd, argv and envp as NUL-terminated strings) when it
+ * iso_command_msg, then the payload (a head, the rlimits, then exe, cwd,
+ * argv and envp as NUL-terminated strings; the seccomp filter is the
+ * sandbox's, loaded before isolation-init, see spawn.c) when it
  * takes at most ISO_COMMAND_INLINE bytes, as nearly every command does.  A
  * larger payload travels as a memfd instead, sealed against writing, growing
  * and shrinking (init maps it: what it parses cannot change, nor fault), so
@@ -140,7 +141,7 @@ struct iso_command_head {
     uint32_t n_argv;
     uint32_t n_envp;
     uint32_t n_rlimits;
-    uint32_t bpf_len; /* instructions; 0: no seccomp */
+    uint32_t zero;    /* 0: keeps the rlimits after it 8-byte aligned */
 };
 
 /* Build a sandbox.  With a pid namespace (ISO_F_PIDNS, which needs

@@ -10,12 +10,12 @@
  *          --fork--> worker --execve--> command
  * The future init builds the mount tree, network and hostname
  * (namespace-wide state), drops its capabilities, builds the Landlock
- * ruleset and executes isolation-init, which waits on a control socket for
+ * ruleset, loads the seccomp filter and executes isolation-init, which waits on a control socket for
  * the command (sent by the caller's Python, message.py, at once on demand or
  * later to a sandbox prepared ahead of demand) and only then forks the
  * worker: no process of the sandbox ever sees pid 1 in the caller's memory.
  * The worker applies the per-process restrictions (session, rlimits,
- * Landlock, seccomp last) and executes the command.  When the worker ends,
+ * Landlock) and executes the command.  When the worker ends,
  * init reports its wait status and exits, and the kernel kills whatever is
  * left in the pid namespace.  Without a pid namespace (the best-effort host
  * layout) the child restricts itself and executes the command: no init.
@@ -175,7 +175,8 @@ static void write_id_maps(const struct iso_config *cfg)
     CHECK(write_file("/proc/self/gid_map", map, len), "write id map", "/proc/self/gid_map");
 }
 
-/* Execute isolation-init (see init.c) with the control socket as fd 3 and,
+/* Execute isolation-init (see init.c) under the sandbox's seccomp filter,
+ * with the control socket as fd 3 and,
  * when `ruleset` >= 0, the Landlock ruleset as fd 4; everything else closes,
  * 0-2 become /dev/null: EOF on the error pipe must come from the execs, and
  * the sandbox's stdio must not be held open by init.  Its argv only names it
@@ -195,6 +196,11 @@ static void __attribute__((noreturn)) become_init(const struct iso_config *cfg, 
     CHECK(devnull, "open", "/dev/null");
     for (int fd = 0; fd < 3; fd++)
         CHECK(dup2(devnull, fd), "dup2", "/dev/null");
+    /* The sandbox's seccomp filter, last: isolation-init and every process it
+     * starts run under it (init's few system calls are none it refuses), so a
+     * run of a prepared sandbox does not pay for loading it. */
+    if (cfg->flags & ISO_F_SECCOMP)
+        iso_load_seccomp(cfg->bpf, cfg->bpf_len);
     char *const init_argv[] = {"isolation-init", NULL};
     char *const init_envp[] = {NULL};
     syscall(SYS_execveat, init_fd, "", init_argv, init_envp, AT_EMPTY_PATH);

@@ -60,6 +60,12 @@ static void switch_ids(unsigned int uid, unsigned int gid)
     }
 }
 
+void iso_load_seccomp(const void *bpf, size_t len)
+{
+    struct sock_fprog prog = {.len = (unsigned short)len, .filter = (struct sock_filter *)bpf};
+    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
+}
+
 void iso_default_handlers(void)
 {
     struct sigaction sa;
@@ -116,10 +122,8 @@ void iso_exec_command(const struct iso_exec *e)
     }
     /* Every descriptor but 0-2 closes at execve (the error pipe included). */
     CHECK(syscall(SYS_close_range, 3, ~0U, ISO_CLOSE_RANGE_CLOEXEC), "close_range", NULL);
-    if (e->bpf != NULL) {
-        struct sock_fprog prog = {.len = (unsigned short)e->bpf_len, .filter = (struct sock_filter *)e->bpf};
-        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
-    }
+    if (e->bpf != NULL)
+        iso_load_seccomp(e->bpf, e->bpf_len);
     execve(e->exe, (char *const *)e->argv, (char *const *)e->envp);
     iso_die("execve", e->exe, errno);
 }

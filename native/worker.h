@@ -30,7 +30,8 @@ struct iso_exec {
     unsigned int uid;
     unsigned int gid;
     int landlock_fd;       /* >= 0: a Landlock ruleset to restrict this process with */
-    const void *bpf;       /* seccomp program, installed last; NULL: none */
+    const void *bpf;       /* seccomp program, installed last; NULL: none (or, under
+                            * isolation-init, the sandbox's own filter is inherited) */
     size_t bpf_len;        /* in instructions */
 };
 
@@ -38,6 +39,10 @@ struct iso_exec {
  * cwd, the bounding set, ids, the other capability sets, no_new_privs, Landlock, every other descriptor close-on-exec, seccomp
  * last, execve.  Never returns: a failure is reported with iso_die(). */
 void __attribute__((noreturn)) iso_exec_command(const struct iso_exec *e);
+
+/* Install the seccomp program `bpf` (`len` instructions, from libseccomp);
+ * no_new_privs must be set. */
+void iso_load_seccomp(const void *bpf, size_t len);
 
 /* All five sets: the bounding set (needs CAP_SETPCAP), then the four others. */
 void iso_drop_capabilities(int cap_last_cap);

@@ -422,6 +422,31 @@ def test_a_forked_child_does_not_keep_the_parents_prepared_sandboxes() -> None:
     native.settle()
 
 
+# The seccomp filter is the sandbox's: loaded before isolation-init, inherited by the command.
+FILTER_PROBE = (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "ok = libc.ptrace(0, 0, None, None) == 0  # PTRACE_TRACEME: only the debug extension allows it\n"
+    "pid1 = [l for l in open('/proc/1/status') if l.startswith('Seccomp:')]\n"
+    "print('ptrace', 'ok' if ok else os.strerror(ctypes.get_errno()))\n"
+    "print('pid1', pid1[0].split()[1])\n"
+)
+
+
+def test_a_prepared_sandbox_is_only_taken_by_a_run_of_its_own_seccomp_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    native.settle()
+    py("pass")
+    assert prepared.wait_ready() is not None  # a sandbox built under the default filter waits
+    took = _take_spy(monkeypatch)
+    debug = py(FILTER_PROBE, IsolationPolicy(seccomp="debug"))
+    assert debug.stdout.decode().split("\n")[:2] == ["ptrace ok", "pid1 2"], debug
+    assert took == [False]  # the waiting sandbox was not handed to a run of another filter
+    default = py(FILTER_PROBE)
+    assert default.stdout.decode().split("\n")[:2] == ["ptrace Operation not permitted", "pid1 2"], default
+    assert took == [False, True]  # control: a run of its own filter takes it
+    native.settle()
+
+
 # -- argv and environment as large as execve takes, on every path (issue 11 C.18) ----------
 
 COUNT_ARGS = (

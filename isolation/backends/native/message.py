@@ -33,18 +33,15 @@ _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_
 
 
 def pack(cfg: Any) -> bytes:
-    """The payload for the command `cfg` describes (argv, envp, exe, cwd, rlimits, and
-    the seccomp program when ISO_F_SECCOMP is set)."""
+    """The payload for the command `cfg` describes (argv, envp, exe, cwd, rlimits; the
+    seccomp filter is the sandbox's own, loaded before isolation-init, see spawn.c)."""
     argv = _strings(cfg.argv)
     envp = _strings(cfg.envp)
     n_rl = int(cfg.n_rlimits)
-    bpf = b""
-    if cfg.flags & lib.ISO_F_SECCOMP:
-        bpf = bytes(ffi.buffer(cfg.bpf, int(cfg.bpf_len) * 8))
     rlimits = bytes(ffi.buffer(cfg.rlimits, ffi.sizeof("struct iso_rlimit") * n_rl)) if n_rl else b""
     strings = [ffi.string(cfg.exe), ffi.string(cfg.cwd), *argv, *envp]
-    head = ffi.new("struct iso_command_head *", [len(argv), len(envp), n_rl, len(bpf) // 8])
-    return b"".join([bytes(ffi.buffer(head)), rlimits, bpf, *(s + b"\0" for s in strings)])
+    head = ffi.new("struct iso_command_head *", [len(argv), len(envp), n_rl, 0])
+    return b"".join([bytes(ffi.buffer(head)), rlimits, *(s + b"\0" for s in strings)])
 
 
 def _strings(arr: Any) -> list[bytes]:

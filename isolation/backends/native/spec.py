@@ -3,10 +3,11 @@
 Two parts with one name each:
 
 - `Shape`: the sandbox without its command (namespaces, ids, mounts, Landlock
-  rules, hostname). Plans whose sandboxes look alike share one Shape object,
-  which is also what a prepared sandbox is built from and kept under.
+  rules, hostname, the seccomp program: isolation-init runs under it already).
+  Plans whose sandboxes look alike share one Shape object, which is also what
+  a prepared sandbox is built from and kept under.
 - `Spec`: a Shape plus the command (argv, environment, executable, working
-  directory), its seccomp program and rlimits, and the claims a run makes.
+  directory) and its rlimits, and the claims a run makes.
   A run copies its `iso_config`, adds its descriptors and starts it.
 """
 
@@ -63,16 +64,18 @@ class _Buffers:
 class Shape:
     """A sandbox without its command, as C builds it; read-only for C, shared by runs."""
 
-    flags: int  # without ISO_F_SECCOMP: the filter comes with each command
+    flags: int
     uid: int
     gid: int
     sources: Identities | None  # what the bind sources were when the shape was described
     mounts: tuple[Mount, ...]
     ruleset: landlock.Ruleset | None
+    bpf: bytes  # the seccomp program, b"" for none
     buffers: _Buffers
     c_hostname: Any
     c_mounts: Any
     c_rules: Any
+    c_bpf: Any
 
     @property
     def preparable(self) -> bool:
@@ -103,6 +106,9 @@ class Shape:
             cfg.rules = self.c_rules
             cfg.n_rules = len(rs.rules)
         cfg.cap_last_cap = cap_last_cap()
+        if self.bpf:
+            cfg.bpf = self.c_bpf
+            cfg.bpf_len = len(self.bpf) // 8
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,11 +119,13 @@ def shape_of(
     hostname: str,
     ids: tuple[int, int, int, int],
     sources: Identities | None,
+    bpf: bytes,
 ) -> Shape:
     """The one Shape for sandboxes that look alike. `ids`: inside and the caller's
     (uid, gid, euid, egid); the caller's are part of the key only, as they are mapped.
     `sources`: a bind source replaced since is another shape (a sandbox prepared for
-    the old file is never used for the new one)."""
+    the old file is never used for the new one). `bpf`: the seccomp program (b"": none),
+    which isolation-init is built under: sandboxes with another filter never share one."""
     buf = _Buffers()
     arr = ffi.new("struct iso_mount[]", max(len(mounts), 1))
     buf.kept.append(arr)
@@ -139,7 +147,11 @@ def shape_of(
         for i, r in enumerate(ruleset.rules):
             rules[i].path = buf.text(r.path)
             rules[i].access = r.access
-    return Shape(flags, ids[0], ids[1], sources, mounts, ruleset, buf, buf.text(hostname), arr, rules)
+    c_bpf = ffi.NULL
+    if bpf:
+        flags |= lib.ISO_F_SECCOMP
+        c_bpf = buf.text(bpf)
+    return Shape(flags, ids[0], ids[1], sources, mounts, ruleset, bpf, buf, buf.text(hostname), arr, rules, c_bpf)
 
 
 @attrs.frozen(eq=False)
@@ -166,8 +178,12 @@ class Spec:
 
 def spec_of(plan: SandboxPlan, host: HostFeatures, layout: Layout, missing: tuple[str, ...]) -> Spec:
     buf = _Buffers()
+    seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
+    if seccomp is not None and not host.userns:  # the host layout's own rules (see seccomp_profile)
+        seccomp = compile_profile(seccomp.profile, host_layout=True, network=plan.network)
     ids = (plan.uid, plan.gid, os.geteuid(), os.getegid())
-    shape = shape_of(layout.flags, layout.mounts, layout.ruleset, plan.hostname, ids, plan.source_identities())
+    bpf = seccomp.bpf if seccomp is not None else b""
+    shape = shape_of(layout.flags, layout.mounts, layout.ruleset, plan.hostname, ids, plan.source_identities(), bpf)
     cfg = ffi.new("struct iso_config *")
     shape.fill(cfg)
     flags = shape.flags
@@ -180,13 +196,7 @@ def spec_of(plan: SandboxPlan, host: HostFeatures, layout: Layout, missing: tupl
         enforced.append(layout.ruleset.claim())
         if layout.ruleset.net and layout.ruleset.net_port:
             enforced.append(f"landlock:net:connect={layout.ruleset.net_port}")
-    seccomp = plan.seccomp if plan.seccomp is not None and host.seccomp else None
-    if seccomp is not None and not host.userns:  # the host layout's own rules (see seccomp_profile)
-        seccomp = compile_profile(seccomp.profile, host_layout=True, network=plan.network)
     if seccomp is not None:
-        flags |= lib.ISO_F_SECCOMP
-        cfg.bpf = buf.text(seccomp.bpf)
-        cfg.bpf_len = len(seccomp.bpf) // 8
         enforced.append(f"seccomp:{seccomp.profile}:sha256={seccomp.digest}")
 
     mechanisms = sandbox_limits(plan.policy.limits)
