@@ -218,11 +218,8 @@ class PidsCgroup:
         try:
             return cls.create(parent, max_tasks)
         except OSError as exc:
-            raise SandboxSetupError(
-                f"cannot create a pids cgroup under {parent}: {exc.strerror}",
-                step="cgroup",
-                path=parent,
-                errno=exc.errno or 0,
+            raise SandboxSetupError.from_oserror(
+                exc, f"cannot create a pids cgroup under {parent}", step="cgroup", path=parent
             ) from None
 
     def add(self, pid: int) -> None:

@@ -42,6 +42,12 @@ class SandboxSetupError(IsolationError):
         self.path = path
         self.errno = errno
 
+    @classmethod
+    def from_oserror(cls, exc: OSError, what: str, *, step: str, path: str = "") -> SandboxSetupError:
+        """`what` failed with `exc`: the message ends with the kernel's reason, and
+        `errno` is the kernel's number (0 when the OSError carries none)."""
+        return cls(f"{what}: {exc.strerror}", step=step, path=path, errno=exc.errno or 0)
+
 
 class IsolationDisabledWarning(UserWarning):
     """A command runs on the host without isolation and nobody opted out explicitly."""

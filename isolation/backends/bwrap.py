@@ -453,11 +453,8 @@ def _join_cgroup(cgroup: PidsCgroup, pid: int) -> None:
     try:
         cgroup.add(pid)
     except OSError as exc:
-        raise SandboxSetupError(
-            f"cannot move the sandbox into {cgroup.path}: {exc.strerror}",
-            step="cgroup",
-            path=cgroup.path,
-            errno=exc.errno or 0,
+        raise SandboxSetupError.from_oserror(
+            exc, f"cannot move the sandbox into {cgroup.path}", step="cgroup", path=cgroup.path
         ) from None
 
 
@@ -592,11 +589,8 @@ class BwrapBackend:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise SandboxSetupError(
-                    f"cannot execute bubblewrap {bwrap}: {exc.strerror}",
-                    step="execve",
-                    path=bwrap,
-                    errno=exc.errno or 0,
+                raise SandboxSetupError.from_oserror(
+                    exc, f"cannot execute bubblewrap {bwrap}", step="execve", path=bwrap
                 ) from None
         except BaseException:
             for fd in (info_r, block_w, report_r, err_r):

@@ -84,11 +84,8 @@ def make_dev_copies(devices: Sequence[Mount]) -> str:
                 os.chmod(copy, 0o666)
         except OSError as exc:
             shutil.rmtree(d, ignore_errors=True)
-            raise SandboxSetupError(
-                f"cannot create private device nodes in {d}: {exc.strerror}",
-                step="mknod",
-                path=d,
-                errno=exc.errno or 0,
+            raise SandboxSetupError.from_oserror(
+                exc, f"cannot create private device nodes in {d}", step="mknod", path=d
             ) from None
         return d
     raise SandboxSetupError(

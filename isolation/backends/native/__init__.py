@@ -178,9 +178,8 @@ def _pids_cgroup(spec: Spec, flags: int) -> tuple[PidsCgroup, int]:
         return cgroup, os.open(os.path.join(cgroup.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
         cgroup.remove()
-        raise SandboxSetupError(
-            f"cannot open {cgroup.path}/cgroup.procs: {exc.strerror}", step="cgroup", path=cgroup.path,
-            errno=exc.errno or 0,
+        raise SandboxSetupError.from_oserror(
+            exc, f"cannot open {cgroup.path}/cgroup.procs", step="cgroup", path=cgroup.path
         ) from None
 
 

@@ -114,9 +114,9 @@ def on_host(plan: SandboxPlan, host: HostFeatures) -> Layout:
                 try:
                     os.chown(d, plan.uid, plan.gid)
                 except OSError as exc:
-                    raise SandboxSetupError(
-                        f"cannot give {d} to uid {plan.uid}, the user a root caller's command runs as "
-                        f"without user namespaces: {exc.strerror}", step="chown", path=d, errno=exc.errno or 0,
+                    raise SandboxSetupError.from_oserror(
+                        exc, f"cannot give {d} to uid {plan.uid}, the user a root caller's command runs as "
+                        "without user namespaces", step="chown", path=d,
                     ) from None
         rules: list[landlock.Rule] = []
         for m in plan.mounts:
