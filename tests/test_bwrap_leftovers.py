@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from isolation import IsolationPolicy
-from isolation.backends import devcopies
+from isolation.backends import devcopies, owned_dirs
 from isolation.backends.bwrap import find_bwrap
 from isolation.plan import build_plan
 
@@ -84,7 +84,7 @@ def test_dead_callers_data_dirs_are_swept_by_the_next_caller() -> None:
         live.wait()
     assert not os.path.exists(live_dir)  # a normal exit removes its own
     # The last one would be swept by whichever caller comes next; sweep it here so the suite leaves nothing.
-    devcopies.sweep_dead_owners(tempfile.gettempdir(), "data")
+    owned_dirs.sweep_dead_owners(tempfile.gettempdir(), "data")
     assert not os.path.exists(next_dir)
 
 
@@ -96,7 +96,7 @@ import json, os, sys, threading
 import isolation
 from isolation import IsolationPolicy
 from isolation import IsolationPolicy
-from isolation.backends import devcopies
+from isolation.backends import devcopies, owned_dirs
 from isolation.plan import build_plan
 
 def source():

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from isolation.backends import devcopies
+from isolation.backends import devcopies, owned_dirs
 from isolation.backends.base import Availability, Enforcement, Launched, Stdio
 from isolation.backends.children import BwrapChild, poll_fd
 from isolation.cgroups import PidsCgroup
@@ -96,9 +96,7 @@ def _data_dir_path() -> str:
     global _data_dir
     pid = os.getpid()
     if _data_dir is None or _data_dir[0] != pid:
-        base = tempfile.gettempdir()
-        devcopies.sweep_dead_owners(base, "data")
-        path = tempfile.mkdtemp(prefix=f"isolation-data-{pid}-", dir=base)
+        path = owned_dirs.make(tempfile.gettempdir(), "data")
         _data_dir = (pid, path)
         atexit.register(_remove_data_dir, pid, path)
     return _data_dir[1]

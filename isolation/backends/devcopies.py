@@ -21,16 +21,13 @@ empty (the parent's directories stay the parent's).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import re
 import shutil
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 
+from isolation.backends import owned_dirs
 from isolation.errors import SandboxSetupError
 from isolation.plan import Mount
 
@@ -42,29 +39,6 @@ _EXIT_JOIN = 5.0
 READY_MAX_AGE = 600.0
 
 
-def sweep_dead_owners(base: str, kind: str) -> None:
-    """Remove `isolation-<kind>-<pid>-*` directories in `base` whose owning process
-    is gone: left by callers that died without atexit (SIGKILL, os._exit, fork-pool
-    workers). Only our own directories, never a symlink, never a live owner's."""
-    pattern = re.compile(rf"isolation-{kind}-(\d+)-\w+")
-    uid = os.geteuid()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(base):
-            m = pattern.fullmatch(entry)
-            if m is None:
-                continue
-            path = os.path.join(base, entry)
-            try:
-                st = os.lstat(path)
-                if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
-                    continue
-                os.kill(int(m.group(1)), 0)
-            except ProcessLookupError:
-                shutil.rmtree(path, ignore_errors=True)
-            except OSError:  # another user's live process (EPERM), or gone meanwhile
-                pass
-
-
 def make_dev_copies(devices: Sequence[Mount]) -> str:
     """A fresh directory holding private copies of the plan's `device` nodes (root only),
     each named as its target."""
@@ -74,8 +48,7 @@ def make_dev_copies(devices: Sequence[Mount]) -> str:
                 continue
         except OSError:
             continue
-        sweep_dead_owners(base, "dev")
-        d = tempfile.mkdtemp(prefix=f"isolation-dev-{os.getpid()}-", dir=base)
+        d = owned_dirs.make(base, "dev")
         try:
             for m in devices:
                 st = os.stat(str(m.source))
